@@ -1,0 +1,141 @@
+"""The ``mmalign`` command line. ``mmalign <command> --help`` is the reference for each command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from .errors import InvalidInputError, MMAlignError
+
+DEFAULT_OUTPUT_ROOT = Path("mmalign_outputs")
+
+
+def parse_weighted_name(text: str) -> tuple[str, float]:
+    """``"clip=0.5"`` to ("clip", 0.5); a name without ``=WEIGHT`` weighs 1."""
+    name, separator, weight = text.rpartition("=")
+    if separator:
+        try:
+            return name, float(weight)
+        except ValueError:
+            pass
+    return text, 1.0
+
+
+def print_table(header: list[str], rows: list[list[str]], file=sys.stdout) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    for line in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(line, widths)).rstrip(), file=file)
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 6)
+
+
+def command_rewards(args: argparse.Namespace) -> int:
+    from .rewards import list_rewards
+
+    cards = list_rewards()
+    if args.json:
+        print(json.dumps([card.to_dict() for card in cards], indent=2))
+        return 0
+    rows = [
+        [c.name, c.modality, "yes" if c.differentiable else "no", "yes" if c.needs_prompt else "no", c.output_kind, c.description]
+        for c in cards
+    ]
+    print_table(["name", "modality", "differentiable", "prompt", "output", "description"], rows)
+    print("\nAlso: clip:ARCH/TAG (any open_clip model), local-dir:PATH, hf-hub:ORG/REPO.")
+    return 0
+
+
+def command_score(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from .rewards import WeightedSum, load_reward
+    from .rewards.inputs import load_image
+
+    if args.batch_size < 1:
+        raise InvalidInputError(f"--batch-size: must be at least 1, got {args.batch_size}.")
+    named = [parse_weighted_name(text) for text in args.reward]
+    rewards = [load_reward(name, device=args.device) for name, _ in named]
+    combined = WeightedSum(rewards, [weight for _, weight in named])
+    images = [load_image(path) for path in args.images]
+    totals, heads = [], {}
+    batches = range(0, len(images), args.batch_size)
+    with torch.no_grad():
+        for start in tqdm(batches, desc="scoring", unit="batch", disable=len(batches) < 2, file=sys.stderr):
+            output = combined(images[start : start + args.batch_size], args.prompt)
+            totals.extend(output.reward.tolist())
+            for key, value in output.heads.items():
+                heads.setdefault(key, []).extend(value.tolist())
+    names = list(heads)
+    results = [
+        {"image": str(path), "scores": {n: _number(heads[n][i]) for n in names}, "total": _number(totals[i])}
+        for i, path in enumerate(args.images)
+    ]
+    report = {"prompt": args.prompt, "rewards": [{"name": n, "weight": w} for n, w in named], "results": results}
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "scores.json").write_text(json.dumps(report, indent=2))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        show_total = len(named) > 1 or named[0][1] != 1.0
+        header = ["image", *names] + (["total"] if show_total else [])
+        rows = [[r["image"], *(_format(r["scores"][n]) for n in names)] + ([_format(r["total"])] if show_total else []) for r in results]
+        print_table(header, rows)
+        print(f"\nwrote {output_dir / 'scores.json'}", file=sys.stderr)
+    return 0
+
+
+def _format(value: float | None) -> str:
+    return "nan" if value is None else f"{value:.4f}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmalign", description="Align generative models with rewards.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    rewards = commands.add_parser("rewards", help="list the rewards and their cards")
+    rewards.add_argument("--json", action="store_true", help="print the cards as JSON")
+    rewards.set_defaults(run=command_rewards)
+
+    score = commands.add_parser("score", help="score images with one or more rewards")
+    score.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...)")
+    score.add_argument(
+        "--reward", action="append", required=True, metavar="NAME[=WEIGHT]",
+        help="a reward name (see `mmalign rewards`), optionally weighted; repeat to combine",
+    )
+    score.add_argument("--prompt", default=None, help="the prompt the images are scored against")
+    score.add_argument("--batch-size", type=int, default=8)
+    score.add_argument("--device", default="cpu", help="torch device for model rewards (cpu, cuda, ...)")
+    score.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_ROOT / "score"), help="where scores.json goes")
+    score.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
+    score.set_defaults(run=command_score)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except MMAlignError as error:
+        print(f"mmalign {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mmalign {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

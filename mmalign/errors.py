@@ -1,0 +1,48 @@
+"""Errors that carry their own fix.
+
+Every error a user can cause by passing bad input derives from :class:`MMAlignError`, names the
+argument at fault and says how to fix it. The CLI prints these as one line, without a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+
+class MMAlignError(Exception):
+    """Base class of the errors caused by bad input; the message names the argument and the fix."""
+
+
+class InvalidInputError(MMAlignError, ValueError):
+    """An argument has the wrong type, shape, range or length."""
+
+
+class UnknownRewardError(MMAlignError, KeyError):
+    """A reward name that no card, prefix or family resolves."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class NotDifferentiableError(MMAlignError, RuntimeError):
+    """A reward without gradients was used where gradients are needed."""
+
+
+class MissingDependencyError(MMAlignError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
+
+
+class WeightsNotFoundError(MMAlignError, FileNotFoundError):
+    """A weight file is missing or unreadable; the message names the file and how to get it."""
+
+
+def require(module: str, *, extra: str | None = None, package: str | None = None) -> ModuleType:
+    """Import ``module`` or raise :class:`MissingDependencyError` naming what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        target = f"mmalign[{extra}]" if extra else (package or module)
+        raise MissingDependencyError(
+            f"`{module}` is not installed ({error}). Fix: pip install '{target}'"
+        ) from error

@@ -1,0 +1,31 @@
+"""Rewards for images, video and text behind one interface: ``reward(samples, prompts) -> RewardOutput``.
+
+>>> from mmalign.rewards import load_reward, list_rewards
+>>> reward = load_reward("jpeg-compressibility")
+"""
+
+from .base import Reward, RewardOutput, RewardSpec
+from .card import RewardCard
+from .composition import Ensemble, PreferenceStrength, RewardLoss, WeightedSum, as_loss
+from .registry import list_rewards, load_reward
+from .transforms import Affine, Clamp, LogSigmoidCentered, PPOCCalibration, UncertaintyWeighted, ZScore
+
+__all__ = [
+    "Affine",
+    "Clamp",
+    "Ensemble",
+    "LogSigmoidCentered",
+    "PPOCCalibration",
+    "PreferenceStrength",
+    "Reward",
+    "RewardCard",
+    "RewardLoss",
+    "RewardOutput",
+    "RewardSpec",
+    "UncertaintyWeighted",
+    "WeightedSum",
+    "ZScore",
+    "as_loss",
+    "list_rewards",
+    "load_reward",
+]

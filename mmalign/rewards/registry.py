@@ -1,0 +1,115 @@
+"""Rewards by name: ``load_reward(name)`` and ``list_rewards()`` over the cards in ``rewards/``.
+
+Names resolve like open_clip's:
+
+- ``"laion-aesthetic"``: a shipped card, by its file's stem;
+- ``"clip:ViT-H-14/laion2b_s32b_b79k"``: a family card (``clip``) with a variant;
+- ``"local-dir:/path"``: a folder holding ``reward_card.json`` and its weights, or an open_clip
+  folder (``open_clip_config.json``), which loads as a CLIP score;
+- ``"hf-hub:org/repo[@revision]"``: the same, downloaded from the Hugging Face Hub.
+
+A card can only name a family listed in :data:`FAMILIES`, so a card never imports arbitrary code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from functools import lru_cache
+from pathlib import Path
+
+from .._resources import resource_dir
+from ..errors import InvalidInputError, UnknownRewardError
+from .base import Reward
+from .card import CARD_FILENAME, RewardCard
+
+# family -> "module:Class"; the class builds a reward with ``from_card(card, variant, **kwargs)``.
+FAMILIES = {
+    "clip": "mmalign.rewards.clip:CLIPScore",
+    "aesthetic": "mmalign.rewards.aesthetic:AestheticScore",
+    "jpeg": "mmalign.rewards.jpeg:JPEGSize",
+}
+LOCAL_DIR = "local-dir:"
+HF_HUB = "hf-hub:"
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+
+
+@lru_cache(maxsize=1)
+def _shipped_cards() -> dict[str, RewardCard]:
+    cards = {}
+    for path in sorted(resource_dir("cards").glob("*.json")):
+        card = RewardCard.from_file(path)
+        if card.name != path.stem:
+            raise InvalidInputError(f"card {path}: its name {card.name!r} must equal its file name {path.stem!r}.")
+        cards[card.name] = card
+    return cards
+
+
+def list_rewards() -> list[RewardCard]:
+    """Every shipped reward's card, sorted by name."""
+    return list(_shipped_cards().values())
+
+
+def card_from_directory(directory: str | Path) -> RewardCard:
+    """The card of a ``local-dir:`` folder; an open_clip folder without a card is a CLIP score."""
+    directory = Path(directory).expanduser().resolve()
+    if not directory.is_dir():
+        raise UnknownRewardError(f"name: local-dir {str(directory)!r} is not a folder.")
+    if (directory / CARD_FILENAME).is_file():
+        return RewardCard.from_file(directory / CARD_FILENAME, directory=str(directory))
+    if (directory / OPEN_CLIP_CONFIG).is_file():
+        clip = _shipped_cards()["clip"]
+        return RewardCard.from_dict(
+            {**clip.to_dict(), "name": f"{LOCAL_DIR}{directory}", "default_variant": f"{LOCAL_DIR}{directory}"},
+            origin=str(directory),
+            directory=str(directory),
+        )
+    raise UnknownRewardError(
+        f"name: {str(directory)!r} holds neither {CARD_FILENAME} nor {OPEN_CLIP_CONFIG}. "
+        f"Fix: add a {CARD_FILENAME} (see the cards in mmalign's rewards/ folder for the fields)."
+    )
+
+
+def _download_hub_repo(identifier: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    repo_id, _, revision = identifier.partition("@")
+    return Path(snapshot_download(repo_id, revision=revision or None))
+
+
+def resolve_card(name: str) -> tuple[RewardCard, str | None]:
+    """The card and the variant (or None) that ``name`` refers to."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError(f"name: a reward name must be a non-empty string, got {name!r}.")
+    name = name.strip()
+    if name.startswith(LOCAL_DIR):
+        return card_from_directory(name[len(LOCAL_DIR) :]), None
+    if name.startswith(HF_HUB):
+        return card_from_directory(_download_hub_repo(name[len(HF_HUB) :])), None
+    cards = _shipped_cards()
+    if name in cards:
+        return cards[name], None
+    family, _, variant = name.partition(":")
+    if variant and family in cards and cards[family].default_variant:
+        return cards[family], variant
+    suggestions = difflib.get_close_matches(name, list(cards), n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(map(repr, suggestions))}?" if suggestions else ""
+    raise UnknownRewardError(
+        f"name: unknown reward {name!r}.{hint} `mmalign rewards` lists them all; "
+        "prefixes local-dir: and hf-hub: load a reward from a folder or the Hub."
+    )
+
+
+def reward_class(family: str) -> type[Reward]:
+    if family not in FAMILIES:
+        raise InvalidInputError(f"card family {family!r} is unknown; known families are {sorted(FAMILIES)}.")
+    module, _, attribute = FAMILIES[family].partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def load_reward(name: str, **kwargs) -> Reward:
+    """Build the reward ``name`` refers to; ``kwargs`` go to its loader (``device=``, ``weights=``)."""
+    card, variant = resolve_card(name)
+    reward = reward_class(card.family).from_card(card, variant, **kwargs)
+    reward.card = card
+    return reward

@@ -1,0 +1,24 @@
+"""The wheel carries the reward cards and the community pipelines inside the package."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_wheel_ships_cards_and_pipelines(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("mmalign-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for card in (ROOT / "rewards").glob("*.json"):
+        assert f"mmalign/_cards/{card.name}" in names
+    for pipeline in (ROOT / "pipelines").iterdir():
+        assert f"mmalign/_pipelines/{pipeline.name}" in names
+    assert not any(name.startswith(("rewards/", "pipelines/", "tests/")) for name in names)
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "mmalign = mmalign.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
