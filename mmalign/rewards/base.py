@@ -116,20 +116,22 @@ class Reward(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        tensor = next(iter(self.parameters()), None) or next(iter(self.buffers()), None)
-        return tensor.device if tensor is not None else torch.device("cpu")
+        for tensor in (*self.parameters(), *self.buffers()):
+            return tensor.device
+        return torch.device("cpu")  # weight-free rewards (JPEG) run on the CPU
 
     def prepare(self, samples, prompts=None):
         """Check and convert inputs as :meth:`__call__` does; returns ``(samples, prompts)``."""
         if self.spec.modality == "image":
-            samples = as_image_batch(samples)
+            samples = as_image_batch(samples)  # a list only when image sizes differ
+            batch_size = sum(map(len, samples)) if isinstance(samples, list) else len(samples)
         elif self.spec.modality == "video":
             samples = as_video_batch(samples)
+            batch_size = len(samples)
         else:
             samples = as_text_batch(samples)
-        batch_size = sum(len(s) for s in samples) if isinstance(samples, list) and self.spec.modality != "text" else len(samples)
-        prompts = as_prompts(prompts, batch_size, required=self.spec.needs_prompt)
-        return samples, prompts
+            batch_size = len(samples)
+        return samples, as_prompts(prompts, batch_size, required=self.spec.needs_prompt)
 
     def check_gradient_request(self, samples) -> None:
         wants_grad = torch.is_grad_enabled() and any(

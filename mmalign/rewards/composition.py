@@ -39,15 +39,14 @@ def head_names(members: Sequence[Reward]) -> list[str]:
     return [n if names.count(n) == 1 else f"{n}[{i}]" for i, n in enumerate(names)]
 
 
-def standardized(member: Reward, index: int, reward: Tensor) -> Tensor:
-    """``(r − μ) / σ`` with the member's card statistics."""
-    mean, std = member.spec.mean, member.spec.std
-    if mean is None or std is None:
+def card_statistics(member: Reward, index: int) -> tuple[float, float]:
+    """The member's ``(μ, σ)`` from its card, or an error saying how to supply them."""
+    if member.spec.mean is None or member.spec.std is None:
         raise InvalidInputError(
             f"rewards[{index}] ({member.name!r}) has no normalisation statistics in its card. "
             "Fix: wrap it as ZScore(reward, mean=..., std=...), or pass normalize=False."
         )
-    return (reward - mean) / std
+    return member.spec.mean, member.spec.std
 
 
 class WeightedSum(Reward):
@@ -93,17 +92,16 @@ class Ensemble(Reward):
         rewards = list(rewards)
         super().__init__(combined_spec(rewards), name=f"ensemble-{aggregate}({', '.join(head_names(rewards))})")
         self.members = nn.ModuleList(rewards)
-        self.aggregate, self.coefficient, self.normalize = aggregate, float(coefficient), normalize
-        if normalize:  # fail at construction, not at the first batch
-            for index, member in enumerate(rewards):
-                standardized(member, index, torch.zeros(1))
+        self.aggregate, self.coefficient = aggregate, float(coefficient)
+        # looked up now, so a missing statistic fails at construction, not at the first batch
+        self.statistics = [card_statistics(m, i) for i, m in enumerate(rewards)] if normalize else None
         self.freeze()
 
     def member_scores(self, samples, prompts) -> Tensor:
         """``[M, B]`` member rewards, z-scored when ``normalize``."""
         scores = [member(samples, prompts).reward for member in self.members]
-        if self.normalize:
-            scores = [standardized(m, i, s) for i, (m, s) in enumerate(zip(self.members, scores))]
+        if self.statistics is not None:
+            scores = [(score - mean) / std for score, (mean, std) in zip(scores, self.statistics)]
         return torch.stack(scores)
 
     def forward(self, samples, prompts=None) -> RewardOutput:
@@ -136,6 +134,8 @@ class PreferenceStrength(Reward):
     def __call__(self, chosen, rejected, prompts=None) -> RewardOutput:
         chosen, prompts = self.prepare(chosen, prompts)
         rejected, _ = self.prepare(rejected, prompts)
+        self.check_gradient_request(chosen)
+        self.check_gradient_request(rejected)
         if len(chosen) != len(rejected):
             raise InvalidInputError(f"rejected: got {len(rejected)} samples for {len(chosen)} chosen ones.")
         return nn.Module.__call__(self, chosen, rejected, prompts)

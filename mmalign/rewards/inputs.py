@@ -6,6 +6,7 @@ strings. PIL images and paths are converted here; tensors are checked, never sil
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +27,8 @@ def load_image(item) -> Tensor:
     if isinstance(item, (str, Path)):
         path = Path(item)
         if not path.is_file():
-            raise InvalidInputError(f"samples: image file {str(path)!r} does not exist.")
+            reason = "is a folder, not an image file" if path.is_dir() else "does not exist"
+            raise InvalidInputError(f"samples: {str(path)!r} {reason}.")
         try:
             with Image.open(path) as opened:
                 item = opened.convert("RGB")
@@ -59,9 +61,14 @@ def check_pixel_tensor(samples: Tensor, *, video: bool = False) -> Tensor:
             f"samples: expected 3 colour channels at dim {samples.ndim - 3} of {layout}, "
             f"got shape {tuple(samples.shape)}. Fix: channels-last input needs `.permute(0, 3, 1, 2)`."
         )
-    finite = samples.detach()[torch.isfinite(samples.detach())]
-    if finite.numel():
-        low, high = finite.min().item(), finite.max().item()
+    if samples.numel():
+        # NaN pixels pass (the reward turns them into a masked NaN score); inf is out of range.
+        low, high = (v.item() for v in torch.aminmax(samples.detach().nan_to_num(0.5, math.inf, -math.inf)))
+        if math.isinf(low) or math.isinf(high):
+            raise InvalidInputError(
+                "samples: contains infinite values; rewards take [0,1]. "
+                "Fix: check the decoder's output (fp16 overflow is the usual cause)."
+            )
         if high > 1 + RANGE_TOLERANCE:
             raise InvalidInputError(
                 f"samples: values reach {high:.3g}, but rewards take [0,1]. "

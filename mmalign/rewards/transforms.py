@@ -100,7 +100,11 @@ class LogSigmoidCentered(TransformedReward):
     """
 
     def __init__(self, reward: Reward, reference: float | Mapping[str, float] = 0.0):
-        super().__init__(reward, "log-sigmoid-centred", output_kind="logit", output_range=(-math.inf, 0.0))
+        per_prompt = isinstance(reference, Mapping)
+        super().__init__(
+            reward, "log-sigmoid-centred", output_kind="logit", output_range=(-math.inf, 0.0),
+            needs_prompt=reward.spec.needs_prompt or per_prompt,
+        )
         self.reference = reference
 
     @staticmethod
@@ -110,8 +114,6 @@ class LogSigmoidCentered(TransformedReward):
 
     def transform(self, output, samples, prompts):
         if isinstance(self.reference, Mapping):
-            if prompts is None:
-                raise InvalidInputError("prompts: a per-prompt reference needs the prompts.")
             missing = [p for p in prompts if p not in self.reference]
             if missing:
                 raise InvalidInputError(f"reference: no reference reward for prompt(s) {missing[:3]}.")

@@ -47,6 +47,7 @@ def test_gradient_reaches_pixels_and_dropout_is_off(head_files, tiny_clip_dir):
     torch.testing.assert_close(first.detach(), reward(images.detach()).reward)  # no dropout noise
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_missing_corrupt_and_pickled_weights_are_refused(head_files, tiny_clip_dir, tmp_path):
     clip = f"local-dir:{tiny_clip_dir}"
     with pytest.raises(WeightsNotFoundError, match="trl-lib/ddpo-aesthetic-predictor"):

@@ -96,3 +96,19 @@ def test_masked_items_become_nan_and_the_mask_says_so():
     assert derived.mask.tolist() == [True, False]
     with pytest.raises(InvalidInputError):
         RewardOutput(reward=torch.zeros(2, 1))
+
+
+def test_nan_pixels_give_a_masked_score_and_folders_are_named(reward, tmp_path):
+    images = constant_images(0.2, 0.6)
+    images[0, 0, 0, 0] = float("nan")
+    output = reward(images)
+    assert output.mask.tolist() == [False, True] and torch.isnan(output.reward[0])
+    with pytest.raises(InvalidInputError, match="is a folder"):
+        reward([tmp_path])
+    with pytest.raises(InvalidInputError, match="contains infinite values"):
+        reward(torch.full((1, 3, 4, 4), float("inf")))
+
+
+def test_device_follows_the_module(reward):
+    assert reward.device == torch.device("cpu")
+    assert load_reward("jpeg-compressibility").device == torch.device("cpu")

@@ -52,6 +52,9 @@ def test_log_sigmoid_centred():
     torch.testing.assert_close(per_prompt(IMAGES, ["a", "b"]).reward, torch.tensor([-0.693147, -0.693147]), atol=1e-5, rtol=0)
     with pytest.raises(InvalidInputError, match="no reference reward"):
         per_prompt(IMAGES, ["a", "c"])
+    # a per-prompt reference makes the prompt required even for a prompt-blind reward
+    with pytest.raises(InvalidInputError, match="pass `prompts=`"):
+        LogSigmoidCentered(r1(), reference={"a": 0.4})(IMAGES)
     assert LogSigmoidCentered.reference_from_scores(torch.arange(101.0)) == pytest.approx(85.0)
 
 
