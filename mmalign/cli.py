@@ -34,6 +34,26 @@ def _number(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 6)
 
 
+def check_device(device: str) -> None:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as error:
+        raise InvalidInputError(f"--device: {device!r} is not a torch device (cpu, cuda, cuda:1, mps).") from error
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("--device: CUDA is not available on this machine; use --device cpu.")
+
+
+def prepare_output_dir(path: str) -> Path:
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InvalidInputError(f"--output-dir: cannot use {path!r} as a folder ({error.strerror}).") from error
+    return folder
+
+
 def command_rewards(args: argparse.Namespace) -> int:
     from .rewards import list_rewards
 
@@ -59,6 +79,8 @@ def command_score(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise InvalidInputError(f"--batch-size: must be at least 1, got {args.batch_size}.")
+    check_device(args.device)
+    output_dir = prepare_output_dir(args.output_dir)
     named = [parse_weighted_name(text) for text in args.reward]
     rewards = [load_reward(name, device=args.device) for name, _ in named]
     combined = WeightedSum(rewards, [weight for _, weight in named])
@@ -77,8 +99,6 @@ def command_score(args: argparse.Namespace) -> int:
         for i, path in enumerate(args.images)
     ]
     report = {"prompt": args.prompt, "rewards": [{"name": n, "weight": w} for n, w in named], "results": results}
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "scores.json").write_text(json.dumps(report, indent=2))
     if args.json:
         print(json.dumps(report, indent=2))
@@ -129,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except MMAlignError as error:
+    except (MMAlignError, OSError) as error:  # bad input, or a file the user named that cannot be used
         print(f"mmalign {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

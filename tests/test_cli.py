@@ -51,10 +51,14 @@ def test_score_table_with_a_clip_folder_and_a_prompt(tiny_clip_dir, tmp_path):
         (["--reward", "jpeg-compressibility", "--batch-size", "0"], "--batch-size"),
         (["--reward", "jpeg-compressibility", "missing.png"], "does not exist"),
         (["--reward", "local-dir:{clip}"], "pass `prompts=`"),
+        (["--reward", "jpeg-compressibility=nan"], "weights: must be finite"),
+        (["--reward", "jpeg-compressibility", "--device", "gpu0"], "--device"),
+        (["--reward", "jpeg-compressibility", "--output-dir", "{file}"], "--output-dir: cannot use"),
     ],
 )
 def test_bad_input_is_one_line_without_traceback(args, message, tiny_clip_dir, tmp_path):
-    args = [a.format(clip=tiny_clip_dir) for a in args]
+    (tmp_path / "a-file").write_text("")
+    args = [a.format(clip=tiny_clip_dir, file=tmp_path / "a-file") for a in args]
     images = [] if "missing.png" in args else SAMPLES
     result = mmalign("score", "--output-dir", tmp_path, *args, *images, cwd=tmp_path)
     assert result.returncode == 2

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import WeightsNotFoundError
+from .hub import download_file
 from .base import Reward, RewardOutput, RewardSpec
 from .card import RewardCard
 from .clip import OpenCLIPEncoder, parse_variant
@@ -81,12 +82,17 @@ class AestheticScore(Reward):
         """The head from ``weights`` on CLIP ``"architecture/tag"``; ``weights=None`` downloads the
         head from the Hugging Face Hub (``trl-lib/ddpo-aesthetic-predictor``)."""
         if weights is None:
-            from huggingface_hub import hf_hub_download
-
-            weights = hf_hub_download(*DEFAULT_HEAD)
+            weights = download_file(*DEFAULT_HEAD)
         encoder = OpenCLIPEncoder.from_pretrained(*parse_variant(clip), **kwargs)
         head = AestheticMLP(encoder.model.visual.output_dim)
-        head.load_state_dict(load_state_dict(weights))
+        try:
+            head.load_state_dict(load_state_dict(weights))
+        except RuntimeError as error:
+            raise WeightsNotFoundError(
+                f"weights: {str(weights)!r} is not an aesthetic head for {clip!r} "
+                f"(embedding size {encoder.model.visual.output_dim}): {str(error).splitlines()[0]}"
+            ) from error
+        head.to(next(encoder.model.parameters()).device)
         if card is None:
             return cls(encoder, head)
         return cls(encoder, head, card.spec(), name=card.name)

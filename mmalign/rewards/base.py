@@ -120,17 +120,17 @@ class Reward(nn.Module):
             return tensor.device
         return torch.device("cpu")  # weight-free rewards (JPEG) run on the CPU
 
-    def prepare(self, samples, prompts=None):
-        """Check and convert inputs as :meth:`__call__` does; returns ``(samples, prompts)``."""
+    def convert(self, samples):
+        """Checked samples of this reward's modality, and their batch size."""
         if self.spec.modality == "image":
             samples = as_image_batch(samples)  # a list only when image sizes differ
-            batch_size = sum(map(len, samples)) if isinstance(samples, list) else len(samples)
-        elif self.spec.modality == "video":
-            samples = as_video_batch(samples)
-            batch_size = len(samples)
-        else:
-            samples = as_text_batch(samples)
-            batch_size = len(samples)
+            return samples, (len(samples) if isinstance(samples, list) else samples.shape[0])
+        samples = as_video_batch(samples) if self.spec.modality == "video" else as_text_batch(samples)
+        return samples, len(samples)
+
+    def prepare(self, samples, prompts=None):
+        """Check and convert inputs as :meth:`__call__` does; returns ``(samples, prompts)``."""
+        samples, batch_size = self.convert(samples)
         return samples, as_prompts(prompts, batch_size, required=self.spec.needs_prompt)
 
     def check_gradient_request(self, samples) -> None:
@@ -149,7 +149,15 @@ class Reward(nn.Module):
         self.check_gradient_request(samples)
         if isinstance(samples, list) and self.spec.modality != "text":
             return self._score_mixed_sizes(samples, prompts)
-        return super().__call__(samples, prompts)
+        if not isinstance(samples, Tensor):
+            return super().__call__(samples, prompts)
+        # An item with NaN pixels cannot be scored: it is masked, and its NaNs are zeroed before the
+        # forward so that no NaN reaches the other items' gradients through batch-wide operations.
+        unscorable = torch.isnan(samples.detach()).flatten(1).any(1)
+        if not unscorable.any():
+            return super().__call__(samples, prompts)
+        output = super().__call__(samples.nan_to_num(0.0), prompts)
+        return replace(output, mask=output.mask & ~unscorable.to(output.mask.device))
 
     def _score_mixed_sizes(self, images: list[Tensor], prompts: list[str] | None) -> RewardOutput:
         """Images of different sizes are scored one size-group at a time, then put back in order."""

@@ -17,6 +17,11 @@ from ..errors import InvalidInputError
 from .base import RewardSpec
 
 CARD_FILENAME = "reward_card.json"
+FIELD_TYPES = {
+    "name": str, "family": str, "description": str, "modality": str, "differentiable": bool, "needs_prompt": bool,
+    "output_kind": str, "output_range": (list, tuple), "input_size": int, "normalization": dict, "args": dict,
+    "default_variant": str, "source": dict, "license": str, "references": list, "failure_modes": list,
+}
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,9 @@ class RewardCard:
         missing = [f for f in ("name", "family", "description", "modality", "differentiable", "needs_prompt") if f not in data]
         if missing:
             raise InvalidInputError(f"card {origin}: missing required field(s) {missing}.")
+        for name, kind in FIELD_TYPES.items():
+            if name in data and data[name] is not None and not isinstance(data[name], kind):
+                raise InvalidInputError(f"card {origin}: field {name!r} must be a {getattr(kind, '__name__', 'list')}, got {data[name]!r}.")
         card = cls(**{**data, **extra})
         card.spec()  # validates modality, output kind and statistics
         return card

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..errors import require
+from ..errors import WeightsNotFoundError, require
 from .base import Reward, RewardOutput, RewardSpec
 from .card import RewardCard
 from .preprocess import normalize, resize_and_crop
@@ -62,10 +62,18 @@ class OpenCLIPEncoder(nn.Module):
         cache_dir: str | None = None,
     ) -> OpenCLIPEncoder:
         open_clip = require("open_clip", package="open_clip_torch")
-        model = open_clip.create_model(
-            model_name, pretrained=pretrained, precision=precision, device=device or "cpu", cache_dir=cache_dir
-        )
-        tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
+        try:
+            model = open_clip.create_model(
+                model_name, pretrained=pretrained, precision=precision, device=device or "cpu", cache_dir=cache_dir
+            )
+            tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
+        except Exception as error:  # unknown name, offline, corrupt file: say which model, and the fix
+            raise WeightsNotFoundError(
+                f"could not load open_clip model {model_name!r} with pretrained={pretrained!r} "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+                "Fix: check the name against open_clip.list_pretrained(), and your network, "
+                "or point at a folder with local-dir:PATH."
+            ) from error
         return cls(model, tokenizer, open_clip.get_model_preprocess_cfg(model))
 
     @property

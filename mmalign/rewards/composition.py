@@ -6,6 +6,7 @@ combination, so the mask propagates.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -13,14 +14,20 @@ from torch import Tensor, nn
 
 from ..errors import InvalidInputError, NotDifferentiableError
 from .base import Reward, RewardOutput, RewardSpec
+from .inputs import as_prompts
 
 AGGREGATES = ("mean", "min", "mean_minus_std", "mean_minus_var")
 
 
+def as_reward_list(rewards) -> list[Reward]:
+    if isinstance(rewards, Reward) or not isinstance(rewards, Sequence) or not rewards \
+            or not all(isinstance(m, Reward) for m in rewards):
+        raise InvalidInputError("rewards: pass a non-empty list of Reward objects (see `load_reward`).")
+    return list(rewards)
+
+
 def combined_spec(members: Sequence[Reward], **changes) -> RewardSpec:
     """The spec of a combination: one shared modality; differentiable only if every member is."""
-    if not members or not all(isinstance(m, Reward) for m in members):
-        raise InvalidInputError("rewards: pass a non-empty list of Reward objects (see `load_reward`).")
     modalities = sorted({m.spec.modality for m in members})
     if len(modalities) != 1:
         raise InvalidInputError(f"rewards: members must share one modality, got {modalities}.")
@@ -56,8 +63,10 @@ class WeightedSum(Reward):
     """
 
     def __init__(self, rewards: Sequence[Reward], weights: Sequence[float] | None = None):
-        rewards = list(rewards)
+        rewards = as_reward_list(rewards)
         weights = [1.0] * len(rewards) if weights is None else [float(w) for w in weights]
+        if not all(math.isfinite(w) for w in weights):
+            raise InvalidInputError(f"weights: must be finite numbers, got {weights}.")
         if len(weights) != len(rewards):
             raise InvalidInputError(f"weights: got {len(weights)} weights for {len(rewards)} rewards.")
         super().__init__(combined_spec(rewards), name=" + ".join(f"{w:g}·{n}" for w, n in zip(weights, head_names(rewards))))
@@ -89,7 +98,7 @@ class Ensemble(Reward):
     def __init__(self, rewards: Sequence[Reward], aggregate: str = "mean", coefficient: float = 0.5, normalize: bool = True):
         if aggregate not in AGGREGATES:
             raise InvalidInputError(f"aggregate: {aggregate!r} is not one of {AGGREGATES}.")
-        rewards = list(rewards)
+        rewards = as_reward_list(rewards)
         super().__init__(combined_spec(rewards), name=f"ensemble-{aggregate}({', '.join(head_names(rewards))})")
         self.members = nn.ModuleList(rewards)
         self.aggregate, self.coefficient = aggregate, float(coefficient)
@@ -127,17 +136,17 @@ class PreferenceStrength(Reward):
     """
 
     def __init__(self, rewards: Sequence[Reward], normalize: bool = False):
-        super().__init__(combined_spec(list(rewards)), name="preference-strength")
+        super().__init__(combined_spec(as_reward_list(rewards)), name="preference-strength")
         self.ensemble = Ensemble(rewards, aggregate="mean", normalize=normalize)
         self.freeze()
 
     def __call__(self, chosen, rejected, prompts=None) -> RewardOutput:
-        chosen, prompts = self.prepare(chosen, prompts)
-        rejected, _ = self.prepare(rejected, prompts)
+        (chosen, size), (rejected, rejected_size) = self.convert(chosen), self.convert(rejected)
+        if size != rejected_size:
+            raise InvalidInputError(f"rejected: got {rejected_size} samples for {size} chosen ones.")
+        prompts = as_prompts(prompts, size, required=self.spec.needs_prompt)
         self.check_gradient_request(chosen)
         self.check_gradient_request(rejected)
-        if len(chosen) != len(rejected):
-            raise InvalidInputError(f"rejected: got {len(rejected)} samples for {len(chosen)} chosen ones.")
         return nn.Module.__call__(self, chosen, rejected, prompts)
 
     def forward(self, chosen, rejected, prompts=None) -> RewardOutput:
@@ -170,6 +179,8 @@ class RewardLoss(nn.Module):
             if reward.spec.output_range is None:
                 raise InvalidInputError(f"offset: {reward.name!r} has no bounded output range; pass `offset=`.")
             offset = reward.spec.output_range[1]
+        if not math.isfinite(offset):
+            raise InvalidInputError(f"offset: must be finite, got {offset}; pass `offset=` explicitly.")
         self.reward, self.offset, self.kind, self.weight = reward, float(offset), kind, float(weight)
 
     def forward(self, samples, prompts=None) -> Tensor:

@@ -90,12 +90,12 @@ def as_image_batch(samples) -> Tensor | list[Tensor]:
         samples = [samples]
     if len(samples) == 0:
         raise InvalidInputError("samples: got an empty batch.")
-    images = [
-        check_pixel_tensor(item if item.ndim == 4 else item.unsqueeze(0))
-        if isinstance(item, Tensor)
-        else load_image(item).unsqueeze(0)
-        for item in samples
-    ]
+    images = []
+    for item in samples:  # a list item may be one image [3,H,W] or a batch [N,3,H,W]
+        if isinstance(item, Tensor):
+            images.extend(check_pixel_tensor(item if item.ndim == 4 else item.unsqueeze(0)).split(1))
+        else:
+            images.append(load_image(item).unsqueeze(0))
     if len({tuple(image.shape[1:]) for image in images}) == 1:
         return torch.cat(images)
     return images
@@ -120,6 +120,8 @@ def as_text_batch(samples) -> list:
 
 def as_prompts(prompts, batch_size: int, *, required: bool) -> list[str] | None:
     """One prompt per sample; a single string is repeated for the whole batch."""
+    if prompts is not None and not isinstance(prompts, (str, Sequence)):
+        raise InvalidInputError(f"prompts: expected a string or a list of strings, got {type(prompts).__name__}.")
     if prompts is None:
         if required:
             raise InvalidInputError(

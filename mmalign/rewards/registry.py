@@ -22,6 +22,7 @@ from .._resources import resource_dir
 from ..errors import InvalidInputError, UnknownRewardError
 from .base import Reward
 from .card import CARD_FILENAME, RewardCard
+from .hub import download_repo
 
 # family -> "module:Class"; the class builds a reward with ``from_card(card, variant, **kwargs)``.
 FAMILIES = {
@@ -71,10 +72,8 @@ def card_from_directory(directory: str | Path) -> RewardCard:
 
 
 def _download_hub_repo(identifier: str) -> Path:
-    from huggingface_hub import snapshot_download
-
     repo_id, _, revision = identifier.partition("@")
-    return Path(snapshot_download(repo_id, revision=revision or None))
+    return download_repo(repo_id, revision or None)
 
 
 def resolve_card(name: str) -> tuple[RewardCard, str | None]:
@@ -110,6 +109,9 @@ def reward_class(family: str) -> type[Reward]:
 def load_reward(name: str, **kwargs) -> Reward:
     """Build the reward ``name`` refers to; ``kwargs`` go to its loader (``device=``, ``weights=``)."""
     card, variant = resolve_card(name)
-    reward = reward_class(card.family).from_card(card, variant, **kwargs)
+    try:
+        reward = reward_class(card.family).from_card(card, variant, **kwargs)
+    except TypeError as error:  # an argument the card or the caller gave that the loader does not take
+        raise InvalidInputError(f"reward {name!r}: bad loader arguments (card args {card.args}, given {sorted(kwargs)}): {error}") from error
     reward.card = card
     return reward

@@ -5,6 +5,7 @@ items stay NaN and the mask passes through.
 
 from __future__ import annotations
 
+import builtins
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -17,12 +18,17 @@ from ..errors import InvalidInputError
 from .base import Reward, RewardOutput, RewardSpec
 
 
+def require_reward(reward) -> Reward:
+    if not isinstance(reward, Reward):
+        raise InvalidInputError(f"reward: expected a Reward (see `load_reward`), got {type(reward).__name__}.")
+    return reward
+
+
 class TransformedReward(Reward):
     """Base of the one-reward transforms: score with ``self.reward``, then :meth:`transform`."""
 
     def __init__(self, reward: Reward, name: str, **spec_changes):
-        if not isinstance(reward, Reward):
-            raise InvalidInputError(f"reward: expected a Reward, got {type(reward).__name__}.")
+        require_reward(reward)
         spec_changes.setdefault("mean", None)
         spec_changes.setdefault("std", None)
         super().__init__(reward.spec.replace(**spec_changes), name=f"{name}({reward.name})")
@@ -45,7 +51,7 @@ class Affine(TransformedReward):
     """``r' = a·r + b``; card statistics follow (``μ' = aμ + b``, ``σ' = |a|σ``)."""
 
     def __init__(self, reward: Reward, scale: float = 1.0, shift: float = 0.0):
-        spec = reward.spec
+        spec = require_reward(reward).spec
         stats = dict(mean=scale * spec.mean + shift if spec.mean is not None else None,
                      std=abs(scale) * spec.std if spec.std is not None and scale != 0 else None)
         super().__init__(reward, "affine", output_kind="score", output_range=None, **stats)
@@ -59,7 +65,7 @@ class ZScore(TransformedReward):
     """``r' = (r − μ)/σ`` with the card's statistics, or with ``mean=``/``std=`` given here."""
 
     def __init__(self, reward: Reward, mean: float | None = None, std: float | None = None):
-        mean = reward.spec.mean if mean is None else mean
+        mean = require_reward(reward).spec.mean if mean is None else mean
         std = reward.spec.std if std is None else std
         if mean is None or std is None:
             raise InvalidInputError(
@@ -83,8 +89,9 @@ class Clamp(TransformedReward):
             raise InvalidInputError("min, max: give at least one bound.")
         if min is not None and max is not None and min > max:
             raise InvalidInputError(f"min, max: min {min} exceeds max {max}.")
-        low = min if min is not None else -math.inf
-        high = max if max is not None else math.inf
+        inner_low, inner_high = require_reward(reward).spec.output_range or (-math.inf, math.inf)
+        low = builtins.max(min, inner_low) if min is not None else inner_low
+        high = builtins.min(max, inner_high) if max is not None else inner_high
         super().__init__(reward, "clamp", output_range=(low, high))
         self.low, self.high = min, max
 
@@ -103,7 +110,7 @@ class LogSigmoidCentered(TransformedReward):
         per_prompt = isinstance(reference, Mapping)
         super().__init__(
             reward, "log-sigmoid-centred", output_kind="logit", output_range=(-math.inf, 0.0),
-            needs_prompt=reward.spec.needs_prompt or per_prompt,
+            needs_prompt=require_reward(reward).spec.needs_prompt or per_prompt,
         )
         self.reference = reference
 
@@ -123,19 +130,30 @@ class LogSigmoidCentered(TransformedReward):
         return _replace_reward(output, F.logsigmoid(output.reward - reference))
 
 
-CONFIDENCE_PATTERN = re.compile(r"Confidence:\s*(\d+(?:\.\d+)?)")
+CONFIDENCE_PATTERN = re.compile(r"Confidence:\s*(\d+(?:\.\d+)?)(?:/\d+)?\s*[,.!?]*", re.IGNORECASE)
 
 
-def verbalized_confidence(texts: list[str]) -> tuple[Tensor, list[str]]:
-    """``Confidence: X`` (0–10) read from each text as X/10 (0.5 when absent), and the texts without it.
+def _strip_confidence(text: str) -> tuple[float, str]:
+    match = CONFIDENCE_PATTERN.search(text)
+    if not match:
+        return 0.5, text
+    return min(max(float(match.group(1)), 0.0), 10.0) / 10, CONFIDENCE_PATTERN.sub("", text).rstrip()
 
-    As in the PPO-C code (SeanLeng1/Reward-Calibration): clamp to [0, 10], default 5.
+
+def verbalized_confidence(samples: list) -> tuple[Tensor, list]:
+    """``Confidence: X`` (0–10) read from each sample as X/10 (0.5 when absent), and the samples
+    without it. A chat sample is read in its last message. As in the PPO-C code
+    (SeanLeng1/Reward-Calibration): case-insensitive, clamped to [0, 10], default 5.
     """
     values, stripped = [], []
-    for text in texts:
-        match = CONFIDENCE_PATTERN.search(text) if isinstance(text, str) else None
-        values.append(min(max(float(match.group(1)), 0.0), 10.0) / 10 if match else 0.5)
-        stripped.append(CONFIDENCE_PATTERN.sub("", text).rstrip() if match else text)
+    for sample in samples:
+        if isinstance(sample, str):
+            value, sample = _strip_confidence(sample)
+        else:  # chat messages: [{"role": ..., "content": ...}, ...]
+            value, content = _strip_confidence(sample[-1].get("content", "")) if sample else (0.5, "")
+            sample = [*sample[:-1], {**sample[-1], "content": content}] if sample else sample
+        values.append(value)
+        stripped.append(sample)
     return torch.tensor(values), stripped
 
 
@@ -152,10 +170,14 @@ class PPOCCalibration(TransformedReward):
     Defaults α=0.1, w=0.5 are the code's (its scripts use w=2.0 with "difference"). For text, c is the
     verbalised ``Confidence: X`` (X/10), removed before scoring; other modalities pass ``confidence``,
     a function of the samples giving ``Tensor[B]`` in [0,1]. The average is a buffer in ``state_dict``.
+
+    The average moves on every call while ``update`` is True, as during PPO rollouts; so scores
+    depend on the batches seen before. Set ``update = False`` to evaluate with the average frozen.
     """
 
     def __init__(self, reward: Reward, alpha: float = 0.1, w: float = 0.5, mode: str = "threshold",
                  confidence: Callable[[object], Tensor] | None = None):
+        require_reward(reward)
         if not 0 < alpha <= 1:
             raise InvalidInputError(f"alpha: must lie in (0, 1], got {alpha}.")
         if mode not in ("threshold", "difference"):
@@ -164,6 +186,7 @@ class PPOCCalibration(TransformedReward):
             raise InvalidInputError("confidence: non-text rewards need a function giving each sample's confidence.")
         super().__init__(reward, "ppo-c", output_kind="score", output_range=None)
         self.alpha, self.w, self.mode, self.confidence = float(alpha), float(w), mode, confidence
+        self.update = True
         self.register_buffer("reward_average", torch.tensor(float(reward.spec.mean or 0.0)))
 
     def forward(self, samples, prompts=None) -> RewardOutput:
@@ -172,9 +195,13 @@ class PPOCCalibration(TransformedReward):
         else:
             confidence = torch.as_tensor(self.confidence(samples), dtype=torch.float32)
         output = self.reward(samples, prompts)
+        if confidence.shape != output.reward.shape or not ((confidence >= 0) & (confidence <= 1)).all():
+            raise InvalidInputError(
+                f"confidence: must give a Tensor[{len(output)}] in [0, 1], got shape {tuple(confidence.shape)}."
+            )
         raw = output.reward.clamp(-10.0, 10.0)
         valid = raw[output.mask].detach()
-        if valid.numel():
+        if self.update and valid.numel():
             self.reward_average.mul_(1 - self.alpha).add_(self.alpha * valid.mean().to(self.reward_average))
         average, confidence = self.reward_average.to(raw), confidence.to(raw)
         if self.mode == "difference":

@@ -1,5 +1,4 @@
 import json
-import pickle
 
 import pytest
 import torch
@@ -8,6 +7,21 @@ from safetensors.torch import save_file
 from mmalign.errors import WeightsNotFoundError
 from mmalign.rewards import load_reward
 from mmalign.rewards.aesthetic import AestheticMLP, AestheticScore
+
+
+UNPICKLED = []
+
+
+def _record_unpickling():
+    UNPICKLED.append(True)
+    return torch.zeros(1)
+
+
+class RunsCodeWhenUnpickled:
+    """Unpickling this calls a function: what a malicious checkpoint does."""
+
+    def __reduce__(self):
+        return (_record_unpickling, ())
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +69,16 @@ def test_missing_corrupt_and_pickled_weights_are_refused(head_files, tiny_clip_d
     (tmp_path / "corrupt.safetensors").write_bytes(b"garbage")
     with pytest.raises(WeightsNotFoundError, match="corrupt.safetensors"):
         AestheticScore.from_pretrained(tmp_path / "corrupt.safetensors", clip=clip)
-    with open(tmp_path / "code.pth", "wb") as handle:  # a pickle that would run code on a full torch.load
-        pickle.dump({"layers.0.weight": AestheticMLP}, handle)
-    with pytest.raises(WeightsNotFoundError, match="weights-only"):
+    torch.save({"layers.0.weight": RunsCodeWhenUnpickled()}, tmp_path / "code.pth")
+    with pytest.raises(WeightsNotFoundError, match="code.pth"):
         AestheticScore.from_pretrained(tmp_path / "code.pth", clip=clip)
+    assert not UNPICKLED, "a full torch.load ran the file's code"
+
+
+def test_a_head_of_the_wrong_size_is_named(tiny_clip_dir, tmp_path):
+    torch.save(AestheticMLP(embed_dim=768).state_dict(), tmp_path / "l14-head.pth")
+    with pytest.raises(WeightsNotFoundError, match="embedding size 16"):
+        AestheticScore.from_pretrained(tmp_path / "l14-head.pth", clip=f"local-dir:{tiny_clip_dir}")
 
 
 def test_loads_from_a_local_dir_card(head_files, tiny_clip_dir, tmp_path):

@@ -1,11 +1,9 @@
-import json
-
 import open_clip
 import pytest
 import torch
 from PIL import Image
 
-from mmalign.errors import InvalidInputError
+from mmalign.errors import InvalidInputError, WeightsNotFoundError
 from mmalign.rewards import load_reward
 from mmalign.rewards.clip import CLIPScore, OpenCLIPEncoder, parse_variant
 from mmalign.rewards.preprocess import resize_and_crop, resized_shape
@@ -72,12 +70,19 @@ def test_resize_arithmetic_matches_torchvision():
         resize_and_crop(torch.zeros(1, 3, 8, 8), 4, resize_mode="longest")
 
 
-def test_family_variant_names(tmp_path, monkeypatch):
+def test_family_variant_names(monkeypatch):
     assert parse_variant("ViT-H-14/laion2b_s32b_b79k") == ("ViT-H-14", "laion2b_s32b_b79k")
     assert parse_variant("hf-hub:laion/CLIP-ViT-g-14") == ("hf-hub:laion/CLIP-ViT-g-14", None)
-    config = tmp_path / "mmalign-tiny-test.json"
-    config.write_text(json.dumps(TINY_CLIP_CFG))
-    open_clip.add_model_config(config)
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, "mmalign-tiny-test", TINY_CLIP_CFG)
     reward = load_reward("clip:mmalign-tiny-test")  # architecture only: random weights, no download
     assert isinstance(reward, CLIPScore) and reward.name == "clip:mmalign-tiny-test"
     assert reward(torch.rand(1, 3, 32, 32), "a red circle").reward.shape == (1,)
+
+
+def test_a_failed_download_is_one_clear_error(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(open_clip, "create_model", offline)
+    with pytest.raises(WeightsNotFoundError, match="could not load open_clip model 'ViT-L-14' with pretrained='openai'"):
+        load_reward("clip:ViT-L-14/openai")

@@ -100,6 +100,15 @@ def test_nan_items_propagate_through_combinations():
         assert torch.isnan(output.reward[0]) and torch.isfinite(output.reward[1])
 
 
+def test_a_single_reward_or_a_bad_weight_is_named():
+    with pytest.raises(InvalidInputError, match="rewards: pass a non-empty list"):
+        WeightedSum(members()[0])
+    with pytest.raises(InvalidInputError, match="rewards: pass a non-empty list"):
+        Ensemble(members()[0])
+    with pytest.raises(InvalidInputError, match="weights: must be finite"):
+        WeightedSum(members()[:2], [1.0, float("nan")])
+
+
 def test_members_must_share_a_modality():
     text = MeanPixelReward(modality="text")
     with pytest.raises(InvalidInputError, match="share one modality"):

@@ -68,15 +68,21 @@ def test_missing_and_unreadable_files_are_named(reward, tmp_path):
 def test_images_of_different_sizes_are_scored_in_their_order(reward):
     images = [torch.full((3, 4, 4), 0.1), torch.full((3, 6, 6), 0.2), torch.full((3, 4, 4), 0.3)]
     torch.testing.assert_close(reward(images).reward, torch.tensor([0.1, 0.2, 0.3]))
+    # list items may be batches themselves: every row counts, in order
+    batches = [constant_images(0.1, 0.2, size=4), constant_images(0.9, size=6)]
+    torch.testing.assert_close(reward(batches).reward, torch.tensor([0.1, 0.2, 0.9]))
+    needs_prompt = MeanPixelReward(needs_prompt=True)
+    with pytest.raises(InvalidInputError, match="prompts: got 2 prompts for 3 samples"):
+        needs_prompt(batches, ["a", "b"])
 
 
-def test_reward_is_frozen_and_stays_in_eval_mode():
-    reward = load_reward("jpeg-compressibility")
-    wrapper = torch.nn.Sequential(MeanPixelReward())
-    wrapper.train()
-    assert not wrapper[0].training
-    assert all(not p.requires_grad for p in wrapper.parameters())
-    assert not reward.training
+def test_reward_is_frozen_and_stays_in_eval_mode(tiny_clip_dir):
+    clip = load_reward(f"local-dir:{tiny_clip_dir}")
+    parent = torch.nn.Sequential(clip)
+    parent.train()  # a trainer switching its modules to training must not reach the reward
+    assert not clip.training and not any(m.training for m in clip.modules())
+    assert sum(p.numel() for p in clip.parameters()) > 0
+    assert not any(p.requires_grad for p in clip.parameters())
 
 
 def test_non_differentiable_reward_refuses_gradient_requests():
@@ -109,6 +115,19 @@ def test_nan_pixels_give_a_masked_score_and_folders_are_named(reward, tmp_path):
         reward(torch.full((1, 3, 4, 4), float("inf")))
 
 
-def test_device_follows_the_module(reward):
-    assert reward.device == torch.device("cpu")
-    assert load_reward("jpeg-compressibility").device == torch.device("cpu")
+def test_nan_items_are_masked_for_every_reward_and_spare_the_others_gradients():
+    images = constant_images(0.2, 0.6).requires_grad_(True)
+    with torch.no_grad():
+        poisoned = images.clone()
+    poisoned[0, 0, 0, 0] = float("nan")
+    jpeg = load_reward("jpeg-compressibility")(poisoned.detach())
+    assert jpeg.mask.tolist() == [False, True] and torch.isnan(jpeg.reward[0])
+    leaf = poisoned.detach().requires_grad_(True)
+    output = MeanPixelReward(2, 0)(leaf)
+    output.reward.nan_to_num(0.0).sum().backward()
+    assert torch.isfinite(leaf.grad).all() and leaf.grad[1].abs().sum() > 0
+
+
+def test_prompts_of_the_wrong_type_are_named(reward):
+    with pytest.raises(InvalidInputError, match="prompts: expected a string or a list"):
+        MeanPixelReward(needs_prompt=True)(constant_images(0.1), 5)

@@ -20,6 +20,11 @@ def test_every_shipped_card_is_complete_and_named_after_its_file():
         assert spec.modality in ("image", "video", "text")
 
 
+def test_unknown_loader_arguments_are_named():
+    with pytest.raises(InvalidInputError, match="bad loader arguments"):
+        load_reward("jpeg-compressibility", colour="red")
+
+
 def test_weight_free_rewards_load_frozen():
     for name in ("jpeg-compressibility", "jpeg-incompressibility"):
         reward = load_reward(name)
@@ -76,6 +81,10 @@ def test_card_errors_name_the_file_and_field(tmp_path):
         load_reward(f"local-dir:{tmp_path}")
     (tmp_path / "reward_card.json").write_text("{not json")
     with pytest.raises(InvalidInputError, match="cannot be read as JSON"):
+        load_reward(f"local-dir:{tmp_path}")
+    (tmp_path / "reward_card.json").write_text(json.dumps({"name": "x", "family": "jpeg", "description": "",
+        "modality": "image", "differentiable": False, "needs_prompt": False, "normalization": None, "args": []}))
+    with pytest.raises(InvalidInputError, match="field 'args' must be a dict"):
         load_reward(f"local-dir:{tmp_path}")
     with pytest.raises(InvalidInputError, match="output_kind"):
         RewardCard.from_dict({"name": "x", "family": "jpeg", "description": "", "modality": "image",

@@ -10,6 +10,7 @@ from mmalign.rewards import (
     Affine, Clamp, Ensemble, LogSigmoidCentered, PPOCCalibration, Reward, RewardOutput, RewardSpec,
     UncertaintyWeighted, ZScore,
 )
+from mmalign.rewards import as_loss
 from toys import MeanPixelReward, constant_images
 
 IMAGES = constant_images(0.2, 0.6)  # r1 = 2m -> 0.4, 1.2
@@ -32,12 +33,18 @@ def test_zscore_from_the_card_or_given():
         ZScore(MeanPixelReward())
 
 
-def test_clamp_bounds_values_and_blocks_gradient_outside():
-    images = constant_images(0.2, 0.6).requires_grad_(True)
+def test_clamp_bounds_values_and_passes_gradient_only_inside():
+    images = constant_images(0.2, 0.35, 0.6).requires_grad_(True)  # r1 = 0.4, 0.7, 1.2
     output = Clamp(r1(), min=0.5, max=1.0)(images)
-    torch.testing.assert_close(output.reward, torch.tensor([0.5, 1.0]))
+    torch.testing.assert_close(output.reward, torch.tensor([0.5, 0.7, 1.0]))
     output.reward.sum().backward()
-    assert images.grad.abs().sum() == 0
+    assert images.grad[0].abs().sum() == 0 and images.grad[2].abs().sum() == 0
+    torch.testing.assert_close(images.grad[1], torch.full_like(images[1], 2 / (3 * 8 * 8)))
+    # the range is the inner range intersected with the bounds, so a loss offset stays finite
+    bounded = Clamp(MeanPixelReward(2, 0, output_range=(0.0, 2.0)), min=0.5)
+    assert bounded.spec.output_range == (0.5, 2.0)
+    with pytest.raises(InvalidInputError, match="offset: must be finite"):
+        as_loss(Clamp(MeanPixelReward(), min=0.0))
     with pytest.raises(InvalidInputError):
         Clamp(r1())
     with pytest.raises(InvalidInputError, match="exceeds"):
@@ -100,6 +107,38 @@ def test_ppo_c_difference_mode_by_hand():
     torch.testing.assert_close(output.reward, torch.tensor([3.08, 0.52, 3.0]))
 
 
+def test_ppo_c_reads_confidence_like_the_official_code():
+    confidence, stripped = __import__("mmalign.rewards.transforms", fromlist=["x"]).verbalized_confidence(
+        ["Answer 4. confidence: 7/10.", "no confidence given", [{"role": "assistant", "content": "x Confidence: 12"}]]
+    )
+    torch.testing.assert_close(confidence, torch.tensor([0.7, 0.5, 1.0]))  # case-insensitive, clamped to 10
+    assert stripped[0] == "Answer 4." and stripped[2][-1]["content"] == "x"
+
+
+def test_ppo_c_average_can_be_frozen_for_evaluation():
+    calibrated = PPOCCalibration(HalfLength())
+    calibrated.update = False
+    calibrated(TEXTS)
+    assert calibrated.reward_average.item() == 0.0
+
+
+def test_ppo_c_checks_the_confidence_function():
+    calibrated = PPOCCalibration(MeanPixelReward(), confidence=lambda images: torch.full((len(images), 1), 0.5))
+    with pytest.raises(InvalidInputError, match=r"confidence: must give a Tensor\[2\]"):
+        calibrated(IMAGES)
+    ranged = PPOCCalibration(MeanPixelReward(), confidence=lambda images: torch.full((len(images),), 2.0))
+    with pytest.raises(InvalidInputError, match="confidence"):
+        ranged(IMAGES)
+
+
+def test_transforms_refuse_what_is_not_a_reward():
+    for transform in (Affine, ZScore, LogSigmoidCentered, PPOCCalibration, UncertaintyWeighted):
+        with pytest.raises(InvalidInputError, match="reward: expected a Reward"):
+            transform("clip")
+    with pytest.raises(InvalidInputError, match="reward: expected a Reward"):
+        Clamp("clip", min=0.0)
+
+
 def test_ppo_c_arguments_are_checked():
     with pytest.raises(InvalidInputError, match="mode"):
         PPOCCalibration(HalfLength(), mode="other")
@@ -125,6 +164,9 @@ def test_uncertainty_weighting():
 
 def test_transforms_keep_the_mask():
     picky = MeanPixelReward(1, 0, mean=0.0, std=1.0, nan_below=0.4)
-    for transformed in (Affine(picky, 2), ZScore(picky), Clamp(picky, max=1), LogSigmoidCentered(picky)):
+    ensemble = Ensemble([picky, MeanPixelReward(2, 0, mean=0.8, std=0.4)])
+    transforms = (Affine(picky, 2), ZScore(picky), Clamp(picky, max=1), LogSigmoidCentered(picky),
+                  UncertaintyWeighted(ensemble), PPOCCalibration(picky, confidence=lambda x: torch.full((len(x),), 0.7)))
+    for transformed in transforms:
         output = transformed(IMAGES)
         assert output.mask.tolist() == [False, True] and torch.isnan(output.reward[0])
