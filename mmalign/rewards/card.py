@@ -17,6 +17,7 @@ from ..errors import InvalidInputError
 from .base import RewardSpec
 
 CARD_FILENAME = "reward_card.json"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 FIELD_TYPES = {
     "name": str, "family": str, "description": str, "modality": str, "differentiable": bool, "needs_prompt": bool,
     "output_kind": str, "output_range": (list, tuple), "input_size": int, "normalization": dict, "args": dict,
@@ -80,7 +81,10 @@ class RewardCard:
         return RewardSpec(**values)
 
     def resolve_path(self, path: str) -> str:
-        """A weight path from the card, relative to the card's folder when it has one."""
+        """A weight path from the card: ``{package}`` is mmalign's installed folder (for weights that
+        ship inside it); other relative paths are relative to a ``local-dir:`` card's folder."""
+        if "{package}" in path:
+            return path.replace("{package}", str(PACKAGE_DIR))
         if self.directory and not Path(path).is_absolute():
             return str(Path(self.directory) / path)
         return path

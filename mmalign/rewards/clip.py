@@ -117,6 +117,13 @@ class CLIPScore(Reward):
     @classmethod
     def from_card(cls, card: RewardCard, variant: str | None = None, **kwargs) -> CLIPScore:
         model_name, pretrained = parse_variant(variant or card.args.get("model_name") or card.default_variant)
+        model_name = card.resolve_path(model_name) if "{package}" in model_name else model_name
+        if model_name.startswith("local-dir:") and not _has_weights(Path(model_name[len("local-dir:"):])):
+            retrain = card.source.get("retrain")
+            raise WeightsNotFoundError(
+                f"reward {card.name!r}: no weights in {model_name[len('local-dir:'):]} (open_clip would start from "
+                f"random ones). Fix: {f'retrain them with `{retrain}`' if retrain else 'add open_clip_model.safetensors'}."
+            )
         pretrained = card.args.get("pretrained", pretrained)
         if pretrained and Path(card.resolve_path(pretrained)).is_file():
             pretrained = card.resolve_path(pretrained)
@@ -128,6 +135,10 @@ class CLIPScore(Reward):
         image_embeds = self.encoder.encode_images(images)
         text_embeds = self.encoder.encode_texts(prompts)
         return RewardOutput(reward=(image_embeds * text_embeds).sum(dim=-1))
+
+
+def _has_weights(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")) or any(folder.glob("*.pt*"))
 
 
 def _describe(encoder: OpenCLIPEncoder) -> str:
