@@ -43,6 +43,16 @@ def check_device(device: str) -> None:
         raise InvalidInputError(f"--device: {device!r} is not a torch device (cpu, cuda, cuda:1, mps).") from error
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("--device: CUDA is not available on this machine; use --device cpu.")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise InvalidInputError(f"--device: there is no {device}; this machine has {torch.cuda.device_count()} GPU(s).")
+
+
+def check_sampling(args: argparse.Namespace) -> None:
+    check_device(args.device)
+    if args.num_inference_steps < 1:
+        raise InvalidInputError(f"--num-inference-steps: must be at least 1, got {args.num_inference_steps}.")
+    if args.guidance_scale < 0:
+        raise InvalidInputError(f"--guidance-scale: must be at least 0, got {args.guidance_scale}.")
 
 
 def prepare_output_dir(path: str) -> Path:
@@ -111,6 +121,52 @@ def command_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_generate(args: argparse.Namespace) -> int:
+    import torch
+    from torchvision.utils import make_grid, save_image
+
+    from .models import load_pipeline
+
+    check_sampling(args)
+    if args.num_images < 1:
+        raise InvalidInputError(f"-n/--num-images: must be at least 1, got {args.num_images}.")
+    output_dir = prepare_output_dir(args.output_dir)
+    pipeline = load_pipeline(args.model, args.device)
+    generator = torch.Generator(args.device).manual_seed(args.seed)
+    with torch.no_grad():
+        images = pipeline([args.prompt] * args.num_images, num_inference_steps=args.num_inference_steps,
+                          guidance_scale=args.guidance_scale, generator=generator, output_type="pt").images.float().cpu()
+    grid_path = output_dir / "grid.png"
+    save_image(make_grid(images, nrow=min(8, len(images)), padding=2), grid_path)
+    for index, image in enumerate(images):
+        save_image(image, output_dir / f"{index:03d}.png")
+    report = {"model": args.model, "prompt": args.prompt, "seed": args.seed, "grid": str(grid_path),
+              "images": [str(output_dir / f"{i:03d}.png") for i in range(len(images))]}
+    print(json.dumps(report, indent=2) if args.json else f"wrote {grid_path} and {len(images)} images")
+    return 0
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    from .models import load_pipeline
+    from .rewards import load_reward
+    from .shapes.evaluation import evaluate_images, evaluation_prompts, generate_images
+
+    check_sampling(args)
+    if args.per_category < 1:
+        raise InvalidInputError(f"--per-category: must be at least 1, got {args.per_category}.")
+    output_dir = prepare_output_dir(args.output_dir)
+    pipeline = load_pipeline(args.model, args.device)
+    proxy = load_reward(args.reward, device=args.device) if args.reward else None
+    prompts = evaluation_prompts(args.split, args.per_category, args.seed)
+    images = generate_images(pipeline, prompts, seed=args.seed, num_inference_steps=args.num_inference_steps,
+                             guidance_scale=args.guidance_scale)
+    evaluation = evaluate_images(images, prompts, proxy)
+    result = {"model": args.model, "split": args.split, "seed": args.seed, **evaluation.to_dict()}
+    (output_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2) if args.json else evaluation.table())
+    return 0
+
+
 def _format(value: float | None) -> str:
     return "nan" if value is None else f"{value:.4f}"
 
@@ -136,6 +192,26 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_ROOT / "score"), help="where scores.json goes")
     score.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
     score.set_defaults(run=command_score)
+    sampling = argparse.ArgumentParser(add_help=False)
+    sampling.add_argument("--model", default="shapes-sd", help="a shipped model (shapes-sd), a pipeline folder or a hub id")
+    sampling.add_argument("--seed", type=int, default=0)
+    sampling.add_argument("--num-inference-steps", type=int, default=25)
+    sampling.add_argument("--guidance-scale", type=float, default=3.0)
+    sampling.add_argument("--device", default="cpu")
+    sampling.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
+
+    generate = commands.add_parser("generate", parents=[sampling], help="sample images from a model into a PNG grid")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("-n", "--num-images", type=int, default=8)
+    generate.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_ROOT / "generate"))
+    generate.set_defaults(run=command_generate)
+
+    evaluate = commands.add_parser("eval", parents=[sampling], help="ShapesEval of a model, with a proxy reward beside it")
+    evaluate.add_argument("--split", choices=["train", "heldout"], default="heldout")
+    evaluate.add_argument("--per-category", type=int, default=16, help="prompts sampled per category")
+    evaluate.add_argument("--reward", default="shapes-clip", help="the proxy reward reported beside ShapesEval ('' for none)")
+    evaluate.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_ROOT / "eval"))
+    evaluate.set_defaults(run=command_eval)
     return parser
 
 

@@ -13,9 +13,13 @@ colour_attribution     a red circle and a blue square
 =====================  ==========================================
 
 Held-out prompts are combinations never seen in training: every prompt that names a held-out
-colour–shape pair (:data:`HELD_OUT_PAIRS`, which no training image shows either), plus a fixed
-fifth of the remaining counting, two-object, position and attribution prompts, chosen by a hash of
-the caption. The three single-object prompts belong to both splits.
+colour–shape pair (:data:`HELD_OUT_PAIRS`, which no training image shows either), plus the
+counting, two-object, position and attribution prompts all of whose paraphrases fall in a fixed
+fifth chosen by a hash of the caption. A paraphrase says the same thing another way ("a square and
+a circle", "a blue square right of a red circle", "one red circle" for "a red circle"), so no
+held-out prompt has a paraphrase in training. The three single-object and the six two-object
+prompts (three shape pairs) are too few to hold out: both splits share them, so that held-out
+reports still cover every category.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ CATEGORIES = ("single_object", "colour", "counting", "two_object", "position", "
 SPLITS = ("train", "heldout")
 HELD_OUT_PAIRS = frozenset({("blue", "triangle"), ("yellow", "circle")})
 HELD_OUT_FRACTION = 5  # one prompt in five of the combinational categories
+SHARED_CATEGORIES = ("single_object", "two_object")  # too few prompts to hold any out
 
 
 @dataclass(frozen=True)
@@ -72,15 +77,30 @@ class Prompt:
     def pairs(self) -> set[tuple[str, str]]:
         return {(t.colour, t.shape) for t in self.things if t.colour}
 
+    def paraphrases(self) -> list[Prompt]:
+        """This prompt and the captions that mean the same (the things swapped, the relation
+        inverted, a count of one said as "a")."""
+        inverse = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+        variants = [self]
+        if self.category == "position":
+            variants.append(Prompt("position", self.things[::-1], inverse[self.relation]))
+        elif len(self.things) == 2:
+            variants.append(Prompt(self.category, self.things[::-1]))
+        elif self.category == "counting" and self.things[0].count == 1:
+            variants.append(Prompt("colour", self.things))
+        return variants
+
+    def _hashed_out(self) -> bool:
+        if self.category in ("single_object", "colour", *SHARED_CATEGORIES):
+            return False
+        return int(hashlib.sha256(self.text.encode()).hexdigest(), 16) % HELD_OUT_FRACTION == 0
+
     @property
     def split(self) -> str:
         """"heldout" for unseen combinations, else "train" (single objects count as train)."""
         if self.pairs() & HELD_OUT_PAIRS:
             return "heldout"
-        if self.category in ("single_object", "colour"):
-            return "train"
-        digest = int(hashlib.sha256(self.text.encode()).hexdigest(), 16)
-        return "heldout" if digest % HELD_OUT_FRACTION == 0 else "train"
+        return "heldout" if all(p._hashed_out() for p in self.paraphrases()) else "train"
 
 
 def _thing(colour: str | None, shape: str, count: int = 1) -> Thing:
@@ -115,16 +135,15 @@ def prompts_for(split: str, category: str | None = None) -> tuple[Prompt, ...]:
     if category is not None and category not in CATEGORIES:
         raise InvalidInputError(f"category: {category!r} is not one of {CATEGORIES}.")
     categories = [category] if category else CATEGORIES
-    # the three single-object captions have no combination to hold out: both splits use them
     return tuple(
-        p for c in categories for p in all_prompts()[c] if p.split == split or p.category == "single_object"
+        p for c in categories for p in all_prompts()[c] if p.split == split or p.category in SHARED_CATEGORIES
     )
 
 
 _COLOUR = "|".join(COLOURS)
 _SHAPE = "|".join(SHAPES)
-_A_THING = rf"an? (?:(?P<{{c}}>{_COLOUR}) )?(?P<{{s}}>{_SHAPE})"
-_COUNTED = rf"(?P<n>{'|'.join(COUNT_WORDS.values())}) (?P<c1>{_COLOUR}) (?P<s1>{_SHAPE})s?"
+_A_THING = rf"a (?:(?P<{{c}}>{_COLOUR}) )?(?P<{{s}}>{_SHAPE})"
+_COUNTED = rf"(?P<n>{'|'.join(COUNT_WORDS.values())}) (?P<c1>{_COLOUR}) (?P<s1>{_SHAPE})(?P<plural>s?)"
 _PATTERNS = (
     ("counting", re.compile(rf"^{_COUNTED}$")),
     ("position", re.compile(rf"^{_A_THING.format(c='c1', s='s1')} (?P<rel>{'|'.join(RELATIONS)}) {_A_THING.format(c='c2', s='s2')}$")),
@@ -160,6 +179,8 @@ def parse_prompt(text: str) -> Prompt:
         first = (groups.get("c1"), groups["s1"])
         if kind == "counting":
             count = next(n for n, word in COUNT_WORDS.items() if word == groups["n"])
+            if (count > 1) != bool(groups["plural"]):
+                break  # "one red circles", "three red circle"
             return Prompt("counting", (_thing(*first, count),))
         if kind == "single":
             return Prompt("colour" if first[0] else "single_object", (_thing(*first),))

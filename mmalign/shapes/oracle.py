@@ -14,7 +14,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
+from ..errors import InvalidInputError
 from .grammar import CATEGORIES, COLOURS, Prompt, UnjudgeablePromptError, parse_prompt
 
 HUE_RANGES = {"red": ((0, 20), (335, 360)), "yellow": ((38, 75),), "green": ((90, 170),), "blue": ((195, 255),)}
@@ -263,10 +265,20 @@ class ShapesEval:
 
 
 def _as_uint8(image) -> np.ndarray:
-    """A uint8 ``[H,W,3]`` array from a uint8 array, a PIL image or a float ``[3,H,W]`` tensor in [0,1]."""
-    if hasattr(image, "detach"):  # a torch tensor
-        image = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    """A uint8 ``[H,W,3]`` array from a PIL image, a uint8 ``[H,W,3]`` array, or a ``[3,H,W]``
+    tensor (uint8, or float in [0,1]) as the pipelines return them."""
+    if hasattr(image, "detach"):  # a torch tensor: channels first
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise InvalidInputError(f"images: expected tensors [3,H,W], got shape {tuple(image.shape)}.")
+        image = image.detach().cpu()
+        if image.is_floating_point():
+            image = (image.float().clamp(0, 1) * 255).round()
+        image = image.to(torch.uint8).permute(1, 2, 0).numpy()
     image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] not in (3, 4):
+        raise InvalidInputError(f"images: expected arrays [H,W,3], got shape {image.shape}.")
     if image.dtype != np.uint8:
+        if image.max() > 1.0 + 1e-3:
+            raise InvalidInputError("images: float arrays must lie in [0,1]; pass uint8 for 0-255 values.")
         image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
     return image[..., :3]

@@ -19,6 +19,7 @@ RECIPES = {
     "shapes-clip": "mmalign.shapes.train_clip",
     "shapes-sd": "mmalign.shapes.train_sd",
     "shapes-turbo": "mmalign.shapes.train_turbo",
+    "shapes-flow": "mmalign.shapes.train_flow",
 }
 
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .data import ShapesDataset
 from .grammar import hard_negatives, parse_prompt
-from .training import Stopwatch, cosine_lr, degrade, load_checkpoint, save_checkpoint
+from .training import Stopwatch, checkpoint_due, atomic_write, cosine_lr, degrade, load_checkpoint, save_checkpoint
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -45,11 +45,21 @@ def build_model(directory: Path):
     return model, open_clip.get_tokenizer(f"local-dir:{directory}")
 
 
-def contrastive_loss(image_embeds, text_embeds, captions, negatives_embeds, logit_scale):
-    """Multi-positive InfoNCE: image→(batch captions + hard negatives) and caption→images."""
+def training_negatives(caption: str, rng) -> list[str]:
+    """Hard negatives of a training caption that are training captions too: held-out captions
+    must not reach the text tower, even as negatives."""
+    negatives = [n.text for n in hard_negatives(parse_prompt(caption), rng) if n.split == "train"]
+    return negatives or [caption]
+
+
+def contrastive_loss(image_embeds, text_embeds, captions, negatives_embeds, logit_scale, negatives):
+    """Multi-positive InfoNCE: image→(batch captions + hard negatives) and caption→images. Every
+    column whose text is an image's own caption is a positive of that image, including another
+    image's hard negative that happens to be it."""
     positives = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32)
+    negative_positives = torch.tensor([[a == b for b in negatives] for a in captions], dtype=torch.float32)
     logits = logit_scale * image_embeds @ torch.cat([text_embeds, negatives_embeds]).T
-    image_targets = torch.cat([positives, torch.zeros_like(positives)], dim=1)
+    image_targets = torch.cat([positives, negative_positives], dim=1)
     image_loss = -(F.log_softmax(logits, 1) * image_targets / image_targets.sum(1, keepdim=True)).sum(1).mean()
     text_logits = logit_scale * text_embeds @ image_embeds.T
     text_loss = -(F.log_softmax(text_logits, 1) * positives / positives.sum(1, keepdim=True)).sum(1).mean()
@@ -61,7 +71,10 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, batch_size: int
     torch.manual_seed(seed)
     model, tokenizer = build_model(output_dir)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
-    start = load_checkpoint(output_dir, model=model, optimizer=optimizer) if resume else 0
+    rng = np.random.default_rng([seed, 0])
+    generator = torch.Generator().manual_seed(seed)
+    resume_state = dict(total_steps=steps, rng=rng, generator=generator, model=model, optimizer=optimizer)
+    start = load_checkpoint(output_dir, **resume_state) if resume else 0
     watch = Stopwatch()
     images, captions = ShapesDataset("train", length=train_images, seed=seed).render_all()
     log(f"rendered {len(images)} training images in {watch}")
@@ -72,8 +85,6 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, batch_size: int
             tokens[text] = tokenizer([text])[0]
         return torch.stack([tokens[t] for t in texts])
 
-    rng = np.random.default_rng([seed, start])
-    generator = torch.Generator().manual_seed(seed + start)
     model.train()
     losses = []
     progress = tqdm(range(start, steps), initial=start, total=steps, desc="shapes-clip", unit="step")
@@ -83,20 +94,22 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, batch_size: int
         index = torch.from_numpy(rng.choice(len(images), batch_size, replace=False))
         batch = degrade(images[index].float() / 255, generator)
         batch_captions = [captions[i] for i in index]
-        negatives = [rng.choice([n.text for n in hard_negatives(parse_prompt(c), rng)] or [c]) for c in batch_captions]
+        negatives = [rng.choice(training_negatives(c, rng)) for c in batch_captions]
         image_embeds = F.normalize(model.encode_image(normalize(batch)), dim=-1)
         text_embeds = F.normalize(model.encode_text(tokenize(batch_captions)), dim=-1)
         negative_embeds = F.normalize(model.encode_text(tokenize([str(n) for n in negatives])), dim=-1)
-        loss = contrastive_loss(image_embeds, text_embeds, batch_captions, negative_embeds, model.logit_scale.exp().clamp(max=100))
+        loss = contrastive_loss(image_embeds, text_embeds, batch_captions, negative_embeds,
+                                model.logit_scale.exp().clamp(max=100), [str(n) for n in negatives])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
         progress.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % 250 == 0 or step + 1 == steps:
-            save_checkpoint(output_dir, step + 1, model=model, optimizer=optimizer)
+        if checkpoint_due(step + 1, steps):
+            save_checkpoint(output_dir, step + 1, **resume_state)
     model.eval()
-    save_file({k: v.half().contiguous() for k, v in model.state_dict().items()}, str(output_dir / "open_clip_model.safetensors"))
+    weights = {k: v.half().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(output_dir / "open_clip_model.safetensors", lambda tmp: save_file(weights, tmp))
     log(f"trained {steps - start} steps in {watch}; saved {output_dir}")
     return {"steps": steps, "minutes": round(watch.minutes, 1), "losses": losses}
 

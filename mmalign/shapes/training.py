@@ -3,45 +3,91 @@ schedule, degradation augmentation, and fp16 safetensors export."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InvalidInputError
+
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_EVERY = 250  # steps
+
+
+def checkpoint_due(step: int, total_steps: int) -> bool:
+    return step % CHECKPOINT_EVERY == 0 or step == total_steps
 
 
 def atomic_write(path: Path, write) -> None:
-    """Write through ``write(temporary_path)`` and rename, so a killed run never leaves half a file."""
+    """Write through ``write(temporary_path)``, flush to disk and rename, so a killed run never
+    leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(handle)
     try:
         write(temporary)
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
 
 
-def save_checkpoint(directory: Path, step: int, name: str = CHECKPOINT, **state) -> None:
-    payload = {"step": step, "rng": torch.get_rng_state(), **{k: v.state_dict() for k, v in state.items()}}
+def export_atomically(output_dir: Path, write, last: str) -> None:
+    """Export through ``write(staging_folder)``, then move the entries into ``output_dir`` with
+    ``last`` (the file loaders look for, such as model_index.json) removed first and moved in last,
+    so an interrupted export never looks complete."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / last).unlink(missing_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output_dir, prefix=".export-"))
+    try:
+        write(staging)
+        for entry in sorted(staging.iterdir(), key=lambda p: p.name == last):
+            target = output_dir / entry.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def save_checkpoint(directory: Path, step: int, name: str = CHECKPOINT, *, total_steps: int,
+                    rng: np.random.Generator, generator: torch.Generator | None = None, **state) -> None:
+    """Everything a resumed run needs to continue exactly: the step, the schedule's length, the
+    global torch RNG, the sampling RNGs and each module's and optimiser's state."""
+    payload = {"step": step, "total_steps": total_steps, "torch_rng": torch.get_rng_state(),
+               "numpy_rng": json.dumps(rng.bit_generator.state),
+               "generator": generator.get_state() if generator is not None else None,
+               **{k: v.state_dict() for k, v in state.items()}}
     atomic_write(directory / name, lambda tmp: torch.save(payload, tmp))
 
 
-def load_checkpoint(directory: Path, name: str = CHECKPOINT, **state) -> int:
-    """Restore ``state`` (modules, optimisers) from ``directory/name``; returns the step (0 if none)."""
+def load_checkpoint(directory: Path, name: str = CHECKPOINT, *, total_steps: int, rng: np.random.Generator,
+                    generator: torch.Generator | None = None, **state) -> int:
+    """Restore what :func:`save_checkpoint` saved; returns the step to continue from (0 if none)."""
     path = directory / name
     if not path.is_file():
         return 0
     payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload["total_steps"] != total_steps:
+        raise InvalidInputError(
+            f"--steps: {path} belongs to a run of {payload['total_steps']} steps, and its learning-rate schedule "
+            f"with it. Fix: pass --steps {payload['total_steps']}, or --fresh to start over."
+        )
     for key, value in state.items():
         value.load_state_dict(payload[key])
-    torch.set_rng_state(payload["rng"])
+    torch.set_rng_state(payload["torch_rng"])
+    rng.bit_generator.state = json.loads(payload["numpy_rng"])
+    if generator is not None:
+        generator.set_state(payload["generator"])
     return int(payload["step"])
 
 

@@ -24,15 +24,23 @@ def test_unjudgeable_prompts_name_the_part_and_list_the_grammar():
     with pytest.raises(UnjudgeablePromptError, match=r"cannot judge the word\(s\) \['purple', 'cat'\]") as error:
         parse_prompt("a purple cat")
     assert "Colours: red, green, blue, yellow" in str(error.value)
-    with pytest.raises(UnjudgeablePromptError, match="its structure"):
-        parse_prompt("circle red a")
+    for wrong in ("circle red a", "one red circles", "three red circle", "an circle"):
+        with pytest.raises(UnjudgeablePromptError):
+            parse_prompt(wrong)
 
 
 def test_splits_hold_out_unseen_combinations():
     train, heldout = prompts_for("train"), prompts_for("heldout")
     shared = {p.text for p in train} & {p.text for p in heldout}
-    assert shared == {"a circle", "a square", "a triangle"}  # single objects have nothing to hold out
+    assert shared == {p.text for p in train if p.category in ("single_object", "two_object")}  # too few to hold out
     assert not any(p.pairs() & HELD_OUT_PAIRS for p in train)
+    # no held-out prompt says the same thing as a training prompt in other words
+    train_texts = {p.text for p in train}
+    for prompt in heldout:
+        if prompt.category not in ("single_object", "two_object"):
+            assert not any(q.text in train_texts for q in prompt.paraphrases()), prompt.text
+    assert {p.text for p in parse_prompt("a red circle left of a blue square").paraphrases()} == {
+        "a red circle left of a blue square", "a blue square right of a red circle"}
     for category in ("colour", "counting", "position", "colour_attribution"):
         assert prompts_for("heldout", category), category
     with pytest.raises(Exception, match="split"):
@@ -45,5 +53,12 @@ def test_hard_negatives_differ_and_stay_in_the_grammar():
         for negative in hard_negatives(prompt, rng):
             assert negative.text != prompt.text
             assert parse_prompt(negative.text) == negative
+    # and a scene drawn for the prompt never satisfies its negatives
+    from mmalign.shapes import satisfies
+    from mmalign.shapes.scenes import scene_for
+
+    for prompt in prompts_for("train")[::5]:
+        scene = scene_for(prompt, rng, held_out_allowed=False)
+        assert not any(satisfies(scene.objects, n) for n in hard_negatives(prompt, rng)), prompt.text
     swapped = hard_negatives(parse_prompt("a red circle left of a blue square"), rng)
     assert "a red circle right of a blue square" in {n.text for n in swapped}

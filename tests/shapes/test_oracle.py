@@ -49,6 +49,18 @@ def test_prompts_outside_the_grammar_are_not_scored_wrong():
     assert len(report.unjudged) == 1 and report.counts == {"single_object": 1}
 
 
+def test_reads_uint8_and_float_tensors_alike_and_refuses_odd_layouts():
+    image, prompt, _ = sample(2, split="heldout")
+    as_uint8 = torch.from_numpy(image.copy()).permute(2, 0, 1)
+    oracle = ShapesEval()
+    assert oracle.judge(as_uint8, prompt.text).passed is True
+    assert oracle.judge(as_uint8.float() / 255, prompt.text).passed is True
+    with pytest.raises(Exception, match=r"expected tensors \[3,H,W\]"):
+        oracle.judge(as_uint8.permute(1, 2, 0), prompt.text)
+    with pytest.raises(Exception, match="float arrays must lie in"):
+        oracle.judge(image.astype(np.float32), prompt.text)
+
+
 def test_accepts_tensors_and_reports_per_category():
     images, prompts = [], []
     for index in range(12):

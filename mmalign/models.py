@@ -1,0 +1,51 @@
+"""Generators by name: the shipped shapes-world models, local folders and Hugging Face Hub ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import InvalidInputError, WeightsNotFoundError
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "shapes" / "weights"
+SHIPPED_MODELS = {"shapes-sd": "StableDiffusionPipeline"}  # grows with shapes-turbo and shapes-flow
+
+
+def resolve_model(name: str) -> str:
+    """A shipped model's folder, a local folder, or a hub id, as ``from_pretrained`` takes it."""
+    if name in SHIPPED_MODELS:
+        folder = SHIPPED_DIR / name
+        if not (folder / "model_index.json").is_file():
+            raise WeightsNotFoundError(
+                f"--model: the weights of {name!r} are missing from {folder}. "
+                f"Fix: retrain them with `python -m mmalign.shapes.train {name}`, or reinstall mmalign."
+            )
+        return str(folder)
+    if Path(name).expanduser().exists():
+        folder = Path(name).expanduser()
+        if not (folder / "model_index.json").is_file():
+            raise InvalidInputError(f"--model: {name!r} is not a diffusers pipeline folder (no model_index.json).")
+        return str(folder)
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name.split("/")[0]).is_dir():
+        return name  # a hub id; from_pretrained downloads it
+    raise InvalidInputError(
+        f"--model: {name!r} is neither a shipped model ({', '.join(SHIPPED_MODELS)}), an existing folder, "
+        "nor a hub id (org/name)."
+    )
+
+
+def load_pipeline(name: str, device: str = "cpu", dtype=None):
+    """A diffusers pipeline by name, in fp32 on the CPU unless told otherwise."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    path = resolve_model(name)
+    try:
+        pipeline = DiffusionPipeline.from_pretrained(path, torch_dtype=dtype or torch.float32)
+    except (OSError, ValueError) as error:
+        fix = (f"retrain it with `python -m mmalign.shapes.train {name}`" if name in SHIPPED_MODELS
+               else "check the folder or hub id, and your network")
+        raise WeightsNotFoundError(f"--model: cannot load {name!r} from {path} ({str(error).splitlines()[0]}). Fix: {fix}.") from error
+    if not hasattr(pipeline, "text_encoder"):
+        raise InvalidInputError(f"--model: {name!r} is a {type(pipeline).__name__}, not a text-to-image pipeline.")
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline.to(device)

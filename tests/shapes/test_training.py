@@ -1,0 +1,103 @@
+"""Each training script runs a few real steps on a tiny budget, its loss falls, and it resumes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mmalign.shapes import train_clip, train_flow, train_sd, train_turbo
+
+
+def falls(losses, window=5):
+    return np.mean(losses[-window:]) < np.mean(losses[:window])
+
+
+@pytest.mark.slow
+def test_shapes_clip_recipe_learns_and_saves_an_open_clip_folder(tmp_path):
+    import open_clip
+
+    summary = train_clip.train(tmp_path, steps=40, seed=0, resume=False, batch_size=32, train_images=512)
+    assert falls(summary["losses"]), summary["losses"]
+    config = json.loads((tmp_path / "open_clip_config.json").read_text())
+    assert config["model_cfg"]["vision_cfg"]["image_size"] == 32
+    model = open_clip.create_model(f"local-dir:{tmp_path}")  # the stock loader, strict
+    assert model.encode_image(torch.rand(1, 3, 32, 32)).shape == (1, 64)
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_exactly_where_it_stopped(tmp_path, monkeypatch):
+    from mmalign.shapes import training
+
+    monkeypatch.setattr(training, "CHECKPOINT_EVERY", 5)
+    tiny = dict(steps=12, seed=0, batch_size=16, train_images=256)
+    whole = train_clip.train(tmp_path / "whole", resume=False, **tiny)
+
+    real_save = train_clip.save_checkpoint
+
+    def save_then_die(directory, step, *args, **kwargs):
+        real_save(directory, step, *args, **kwargs)
+        if step == 10:
+            raise Killed
+
+    monkeypatch.setattr(train_clip, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train_clip.train(tmp_path / "killed", resume=False, **tiny)
+    monkeypatch.setattr(train_clip, "save_checkpoint", real_save)
+    resumed = train_clip.train(tmp_path / "killed", resume=True, **tiny)
+    assert resumed["losses"] == pytest.approx(whole["losses"][10:], rel=1e-5)
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "whole" / "open_clip_model.safetensors")
+    b = load_file(tmp_path / "killed" / "open_clip_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(Exception, match="--steps: .* belongs to a run of 12 steps"):
+        train_clip.train(tmp_path / "killed", resume=True, **{**tiny, "steps": 20})
+
+
+@pytest.mark.slow
+def test_shapes_sd_recipe_learns_resumes_and_saves_a_stable_diffusion_folder(tiny_sd):
+    from diffusers import StableDiffusionPipeline
+
+    tmp_path, first = tiny_sd
+    tiny = dict(vae_steps=40, train_images=256, batch_size=16)
+    assert falls(first["vae_losses"]) and falls(first["losses"]), (first["vae_losses"], first["losses"])
+    resumed = train_sd.train(tmp_path, steps=50, seed=0, resume=True, **tiny)
+    assert len(resumed["vae_losses"]) == 0 and len(resumed["losses"]) == 10  # continued from step 40
+    pipeline = StableDiffusionPipeline.from_pretrained(tmp_path, torch_dtype=torch.float32)
+    assert pipeline.unet.dtype == torch.float32 and pipeline.vae.config.scaling_factor == pytest.approx(resumed["latent_scaling"], rel=1e-3)
+    images = pipeline("a red circle", num_inference_steps=2, output_type="pt",
+                      generator=torch.Generator().manual_seed(0)).images
+    assert images.shape == (1, 3, 32, 32)
+
+
+@pytest.mark.slow
+def test_shapes_turbo_recipe_distils_a_one_step_stable_diffusion_folder(tiny_sd, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    summary = train_turbo.train(tmp_path, steps=30, seed=0, resume=False, teacher=str(tiny_sd[0]), pairs=64,
+                                batch_size=16, teacher_steps=4)
+    assert falls(summary["losses"]), summary["losses"]
+    pipeline = StableDiffusionPipeline.from_pretrained(tmp_path, torch_dtype=torch.float32)
+    assert type(pipeline.scheduler).__name__ == "EulerDiscreteScheduler"
+    image = pipeline("a red circle", num_inference_steps=1, guidance_scale=0.0, output_type="pt",
+                     generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 3, 32, 32)
+
+
+@pytest.mark.slow
+def test_shapes_flow_recipe_learns_and_saves_a_stable_diffusion_3_folder(tiny_sd, tmp_path):
+    from diffusers import StableDiffusion3Pipeline
+
+    summary = train_flow.train(tmp_path, steps=30, seed=0, resume=False, base=str(tiny_sd[0]), train_images=256,
+                               batch_size=8, max_sequence_length=16)
+    assert falls(summary["losses"]), summary["losses"]
+    pipeline = StableDiffusion3Pipeline.from_pretrained(tmp_path, torch_dtype=torch.float32, text_encoder_3=None, tokenizer_3=None)
+    assert type(pipeline.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    image = pipeline("a red circle", num_inference_steps=2, output_type="pt", max_sequence_length=16,
+                     generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 3, 32, 32)
