@@ -20,5 +20,9 @@ def test_wheel_ships_cards_and_pipelines(tmp_path):
     for pipeline in (ROOT / "pipelines").iterdir():
         assert f"mmalign/_pipelines/{pipeline.name}" in names
     assert not any(name.startswith(("rewards/", "pipelines/", "tests/")) for name in names)
+    # the shapes world's weights ship, its training checkpoints do not
+    assert "mmalign/shapes/weights/shapes-clip/open_clip_model.safetensors" in names
+    assert "mmalign/shapes/weights/shapes-sd/model_index.json" in names
+    assert not any("checkpoint" in name for name in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "mmalign = mmalign.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
