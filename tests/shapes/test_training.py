@@ -66,8 +66,10 @@ def test_shapes_sd_recipe_learns_resumes_and_saves_a_stable_diffusion_folder(tin
     tmp_path, first = tiny_sd
     tiny = dict(vae_steps=40, train_images=256, batch_size=16)
     assert falls(first["vae_losses"]) and falls(first["losses"]), (first["vae_losses"], first["losses"])
-    resumed = train_sd.train(tmp_path, steps=50, seed=0, resume=True, **tiny)
-    assert len(resumed["vae_losses"]) == 0 and len(resumed["losses"]) == 10  # continued from step 40
+    resumed = train_sd.train(tmp_path, steps=40, seed=0, resume=True, **tiny)
+    assert resumed["vae_losses"] == [] and resumed["losses"] == []  # both phases were complete
+    with pytest.raises(Exception, match="--steps: .* belongs to a run of 40 steps"):
+        train_sd.train(tmp_path, steps=50, seed=0, resume=True, **tiny)
     pipeline = StableDiffusionPipeline.from_pretrained(tmp_path, torch_dtype=torch.float32)
     assert pipeline.unet.dtype == torch.float32 and pipeline.vae.config.scaling_factor == pytest.approx(resumed["latent_scaling"], rel=1e-3)
     images = pipeline("a red circle", num_inference_steps=2, output_type="pt",
