@@ -15,11 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from .data import ShapesDataset
 from .grammar import hard_negatives, parse_prompt
-from .training import Stopwatch, checkpoint_due, atomic_write, cosine_lr, degrade, load_checkpoint, save_checkpoint
+from .training import Stopwatch, atomic_write, degrade, load_checkpoint, run_steps, save_checkpoint
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -85,28 +84,20 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, batch_size: int
             tokens[text] = tokenizer([text])[0]
         return torch.stack([tokens[t] for t in texts])
 
-    model.train()
-    losses = []
-    progress = tqdm(range(start, steps), initial=start, total=steps, desc="shapes-clip", unit="step")
-    for step in progress:
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, steps, lr, warmup=min(100, steps // 10 + 1))
+    def compute_loss(step: int) -> torch.Tensor:
         index = torch.from_numpy(rng.choice(len(images), batch_size, replace=False))
         batch = degrade(images[index].float() / 255, generator)
         batch_captions = [captions[i] for i in index]
-        negatives = [rng.choice(training_negatives(c, rng)) for c in batch_captions]
+        negatives = [str(rng.choice(training_negatives(c, rng))) for c in batch_captions]
         image_embeds = F.normalize(model.encode_image(normalize(batch)), dim=-1)
         text_embeds = F.normalize(model.encode_text(tokenize(batch_captions)), dim=-1)
-        negative_embeds = F.normalize(model.encode_text(tokenize([str(n) for n in negatives])), dim=-1)
-        loss = contrastive_loss(image_embeds, text_embeds, batch_captions, negative_embeds,
-                                model.logit_scale.exp().clamp(max=100), [str(n) for n in negatives])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        progress.set_postfix(loss=f"{loss.item():.3f}")
-        if checkpoint_due(step + 1, steps):
-            save_checkpoint(output_dir, step + 1, **resume_state)
+        negative_embeds = F.normalize(model.encode_text(tokenize(negatives)), dim=-1)
+        return contrastive_loss(image_embeds, text_embeds, batch_captions, negative_embeds,
+                                model.logit_scale.exp().clamp(max=100), negatives)
+
+    model.train()
+    losses = run_steps(compute_loss, optimizer, start=start, steps=steps, lr=lr, warmup=min(100, steps // 10 + 1),
+                       desc="shapes-clip", checkpoint=lambda step: save_checkpoint(output_dir, step, **resume_state))
     model.eval()
     weights = {k: v.half().contiguous() for k, v in model.state_dict().items()}
     atomic_write(output_dir / "open_clip_model.safetensors", lambda tmp: save_file(weights, tmp))

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .data import ShapesDataset
 from .train_sd import encode_all
-from .training import Stopwatch, checkpoint_due, cosine_lr, export_atomically, load_checkpoint, save_checkpoint
+from .training import Stopwatch, export_atomically, load_checkpoint, run_steps, save_checkpoint
 
 TRANSFORMER_CONFIG = dict(
     sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=4, attention_head_dim=16,
@@ -87,12 +86,7 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
     rng = np.random.default_rng([seed, 4])
     resume_state = dict(total_steps=steps, rng=rng, transformer=transformer, optimizer=optimizer)
     start = load_checkpoint(output_dir, **resume_state) if resume else 0
-    transformer.train()
-    losses = []
-    progress = tqdm(range(start, steps), initial=start, total=steps, desc="shapes-flow", unit="step")
-    for step in progress:
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, steps, config["lr"], warmup=min(200, steps // 10 + 1))
+    def compute_loss(step: int) -> torch.Tensor:
         index = torch.from_numpy(rng.choice(len(images), config["batch_size"], replace=False))
         latents = (means[index] + stds[index] * torch.randn_like(means[index])) * scaling
         texts = ["" if rng.random() < config["caption_dropout"] else captions[i] for i in index]
@@ -102,15 +96,12 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
         noisy = (1 - t.view(-1, 1, 1, 1)) * latents + t.view(-1, 1, 1, 1) * noise
         velocity = transformer(noisy, encoder_hidden_states=prompt_embeds, pooled_projections=pooled,
                                timestep=t * 1000).sample
-        loss = F.mse_loss(velocity, noise - latents)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        progress.set_postfix(loss=f"{loss.item():.4f}")
-        if checkpoint_due(step + 1, steps):
-            save_checkpoint(output_dir, step + 1, **resume_state)
+        return F.mse_loss(velocity, noise - latents)
+
+    transformer.train()
+    losses = run_steps(compute_loss, optimizer, start=start, steps=steps, lr=config["lr"],
+                       warmup=min(200, steps // 10 + 1), desc="shapes-flow", max_grad_norm=1.0,
+                       checkpoint=lambda step: save_checkpoint(output_dir, step, **resume_state))
     transformer.eval()
     export_atomically(output_dir, lambda folder: pipeline.to(torch.float16).save_pretrained(folder), last="model_index.json")
     log(f"trained shapes-flow in {watch}; saved {output_dir}")

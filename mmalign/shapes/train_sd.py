@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .components import build_scheduler, build_text_encoder, build_tokenizer, build_unet, build_vae
 from .data import ShapesDataset
-from .training import Stopwatch, checkpoint_due, cosine_lr, export_atomically, load_checkpoint, save_checkpoint
+from .training import Stopwatch, export_atomically, load_checkpoint, run_steps, save_checkpoint
 
 DEFAULTS = {"steps": 3000, "vae_steps": 600, "batch_size": 32, "lr": 6e-4, "vae_lr": 1e-3,
             "train_images": 40_000, "caption_dropout": 0.1, "noise_offset": 0.05, "seed": 0}
@@ -30,23 +29,16 @@ def train_vae(vae, images: torch.Tensor, output_dir: Path, config: dict, seed: i
     rng = np.random.default_rng([seed, 1])
     resume_state = dict(total_steps=steps, rng=rng, vae=vae, optimizer=optimizer)
     start = load_checkpoint(output_dir, VAE_CHECKPOINT, **resume_state) if resume else 0
-    vae.train()
-    losses = []
-    progress = tqdm(range(start, steps), initial=start, total=steps, desc="shapes-sd vae", unit="step")
-    for step in progress:
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, steps, config["vae_lr"], warmup=min(100, steps // 10 + 1))
+    def compute_loss(step: int) -> torch.Tensor:
         batch = images[torch.from_numpy(rng.choice(len(images), config["batch_size"], replace=False))].float() / 127.5 - 1
         posterior = vae.encode(batch).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample
-        loss = F.mse_loss(reconstruction, batch) + 1e-6 * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        progress.set_postfix(mse=f"{loss.item():.4f}")
-        if checkpoint_due(step + 1, steps):
-            save_checkpoint(output_dir, step + 1, VAE_CHECKPOINT, **resume_state)
+        return F.mse_loss(reconstruction, batch) + 1e-6 * posterior.kl().mean()
+
+    vae.train()
+    losses = run_steps(compute_loss, optimizer, start=start, steps=steps, lr=config["vae_lr"],
+                       warmup=min(100, steps // 10 + 1), desc="shapes-sd vae",
+                       checkpoint=lambda step: save_checkpoint(output_dir, step, VAE_CHECKPOINT, **resume_state))
     vae.eval()
     return losses
 
@@ -93,14 +85,9 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
     rng = np.random.default_rng([seed, 2])
     resume_state = dict(total_steps=steps, rng=rng, unet=unet, text_encoder=text_encoder, optimizer=optimizer)
     start = load_checkpoint(output_dir, UNET_CHECKPOINT, **resume_state) if resume else 0
-    unet.train()
-    text_encoder.train()
     alphas = scheduler.alphas_cumprod
-    losses = []
-    progress = tqdm(range(start, steps), initial=start, total=steps, desc="shapes-sd unet", unit="step")
-    for step in progress:
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, steps, config["lr"], warmup=min(200, steps // 10 + 1))
+
+    def compute_loss(step: int) -> torch.Tensor:
         index = torch.from_numpy(rng.choice(len(images), config["batch_size"], replace=False))
         latents = (means[index] + stds[index] * torch.randn_like(means[index])) * scaling
         batch_captions = ["" if rng.random() < config["caption_dropout"] else captions[i] for i in index]
@@ -112,15 +99,13 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
         alpha = alphas[timesteps].view(-1, 1, 1, 1)
         noisy = alpha.sqrt() * latents + (1 - alpha).sqrt() * noise
         hidden = text_encoder(tokenize(batch_captions))[0]
-        loss = F.mse_loss(unet(noisy, timesteps, hidden).sample, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        progress.set_postfix(loss=f"{loss.item():.4f}")
-        if checkpoint_due(step + 1, steps):
-            save_checkpoint(output_dir, step + 1, UNET_CHECKPOINT, **resume_state)
+        return F.mse_loss(unet(noisy, timesteps, hidden).sample, noise)
+
+    unet.train()
+    text_encoder.train()
+    losses = run_steps(compute_loss, optimizer, start=start, steps=steps, lr=config["lr"],
+                       warmup=min(200, steps // 10 + 1), desc="shapes-sd unet", max_grad_norm=1.0,
+                       checkpoint=lambda step: save_checkpoint(output_dir, step, UNET_CHECKPOINT, **resume_state))
     pipeline = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(), scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,

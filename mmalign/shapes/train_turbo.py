@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .grammar import prompts_for
-from .training import Stopwatch, checkpoint_due, atomic_write, cosine_lr, export_atomically, load_checkpoint, save_checkpoint
+from .training import Stopwatch, atomic_write, export_atomically, load_checkpoint, run_steps, save_checkpoint
 
 DEFAULTS = {"steps": 2000, "pairs": 6000, "batch_size": 64, "lr": 2e-4, "teacher_steps": 25,
             "teacher_guidance": 3.0, "seed": 0, "teacher": None}
@@ -91,27 +91,19 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
     rng = np.random.default_rng([seed, 3])
     resume_state = dict(total_steps=steps, rng=rng, student=student, optimizer=optimizer)
     start = load_checkpoint(output_dir, **resume_state) if resume else 0
-    student.train()
-    losses = []
-    progress = tqdm(range(start, steps), initial=start, total=steps, desc="shapes-turbo", unit="step")
-    for step in progress:
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, steps, config["lr"], warmup=min(100, steps // 10 + 1))
+    def compute_loss(step: int) -> torch.Tensor:
         index = rng.choice(len(pairs["captions"]), config["batch_size"], replace=False)
         noise, target = pairs["noise"][index], pairs["latents"][index]
         hidden = torch.stack([embeddings[pairs["captions"][i]] for i in index])
         # one Euler step from σ_max, exactly as the pipeline samples: x0 = x − σ·ε̂
         latents = noise * scheduler.init_noise_sigma
         prediction = latents - sigma * student(scheduler.scale_model_input(latents, timestep), timestep, hidden).sample
-        loss = F.mse_loss(prediction, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        progress.set_postfix(loss=f"{loss.item():.4f}")
-        if checkpoint_due(step + 1, steps):
-            save_checkpoint(output_dir, step + 1, **resume_state)
+        return F.mse_loss(prediction, target)
+
+    student.train()
+    losses = run_steps(compute_loss, optimizer, start=start, steps=steps, lr=config["lr"],
+                       warmup=min(100, steps // 10 + 1), desc="shapes-turbo", max_grad_norm=1.0,
+                       checkpoint=lambda step: save_checkpoint(output_dir, step, **resume_state))
     pipeline = StableDiffusionPipeline(
         vae=teacher.vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=student.eval(), scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,

@@ -91,6 +91,32 @@ def load_checkpoint(directory: Path, name: str = CHECKPOINT, *, total_steps: int
     return int(payload["step"])
 
 
+def run_steps(compute_loss, optimizer, *, start: int, steps: int, lr: float, warmup: int, desc: str,
+              checkpoint, max_grad_norm: float | None = None) -> list[float]:
+    """The loop every recipe shares: the cosine schedule, one optimiser step on
+    ``compute_loss(step)``, optional gradient clipping, a progress bar, and ``checkpoint(step)``
+    when one is due. Returns the losses of the steps it ran."""
+    from tqdm.auto import tqdm
+
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    losses = []
+    progress = tqdm(range(start, steps), initial=start, total=steps, desc=desc, unit="step")
+    for step in progress:
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, steps, lr, warmup=warmup)
+        loss = compute_loss(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+        optimizer.step()
+        losses.append(loss.item())
+        progress.set_postfix(loss=f"{loss.item():.4f}")
+        if checkpoint_due(step + 1, steps):
+            checkpoint(step + 1)
+    return losses
+
+
 def cosine_lr(step: int, total: int, peak: float, warmup: int = 100) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
