@@ -121,21 +121,28 @@ def command_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_generate(args: argparse.Namespace) -> int:
-    import torch
-    from torchvision.utils import make_grid, save_image
-
+def open_model(args: argparse.Namespace):
+    """Check the sampling arguments, then the output folder and the pipeline of a sampling command."""
     from .models import load_pipeline
 
     check_sampling(args)
+    return prepare_output_dir(args.output_dir), load_pipeline(args.model, args.device)
+
+
+def sample_images(pipeline, prompts: list[str], args: argparse.Namespace):
+    from .shapes.evaluation import generate_images
+
+    return generate_images(pipeline, prompts, seed=args.seed, num_inference_steps=args.num_inference_steps,
+                           guidance_scale=args.guidance_scale)
+
+
+def command_generate(args: argparse.Namespace) -> int:
+    from torchvision.utils import make_grid, save_image
+
     if args.num_images < 1:
         raise InvalidInputError(f"-n/--num-images: must be at least 1, got {args.num_images}.")
-    output_dir = prepare_output_dir(args.output_dir)
-    pipeline = load_pipeline(args.model, args.device)
-    generator = torch.Generator(args.device).manual_seed(args.seed)
-    with torch.no_grad():
-        images = pipeline([args.prompt] * args.num_images, num_inference_steps=args.num_inference_steps,
-                          guidance_scale=args.guidance_scale, generator=generator, output_type="pt").images.float().cpu()
+    output_dir, pipeline = open_model(args)
+    images = sample_images(pipeline, [args.prompt] * args.num_images, args)
     grid_path = output_dir / "grid.png"
     save_image(make_grid(images, nrow=min(8, len(images)), padding=2), grid_path)
     for index, image in enumerate(images):
@@ -147,19 +154,15 @@ def command_generate(args: argparse.Namespace) -> int:
 
 
 def command_eval(args: argparse.Namespace) -> int:
-    from .models import load_pipeline
     from .rewards import load_reward
-    from .shapes.evaluation import evaluate_images, evaluation_prompts, generate_images
+    from .shapes.evaluation import evaluate_images, evaluation_prompts
 
-    check_sampling(args)
     if args.per_category < 1:
         raise InvalidInputError(f"--per-category: must be at least 1, got {args.per_category}.")
-    output_dir = prepare_output_dir(args.output_dir)
-    pipeline = load_pipeline(args.model, args.device)
+    output_dir, pipeline = open_model(args)
     proxy = load_reward(args.reward, device=args.device) if args.reward else None
     prompts = evaluation_prompts(args.split, args.per_category, args.seed)
-    images = generate_images(pipeline, prompts, seed=args.seed, num_inference_steps=args.num_inference_steps,
-                             guidance_scale=args.guidance_scale)
+    images = sample_images(pipeline, prompts, args)
     evaluation = evaluate_images(images, prompts, proxy)
     result = {"model": args.model, "split": args.split, "seed": args.seed, **evaluation.to_dict()}
     (output_dir / "eval.json").write_text(json.dumps(result, indent=2))
