@@ -7,7 +7,7 @@ A video clip will be a sequence of scenes whose objects move; :func:`render` dra
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -135,10 +135,6 @@ def scene_for(prompt: Prompt, rng: np.random.Generator, *, held_out_allowed: boo
             order = rng.permutation(len(objects))  # drawing order carries no meaning
             return Scene(tuple(objects[i] for i in order), _random_background(rng))
     raise RuntimeError(f"could not place the objects of {prompt.text!r}")
-
-
-def with_background(scene: Scene, background: Background) -> Scene:
-    return replace(scene, background=background)
 
 
 __all__ = ["RGB", "Background", "Scene", "ShapeObject", "SHAPES", "render", "scene_for"]
