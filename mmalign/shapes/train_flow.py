@@ -4,7 +4,8 @@ An SD3Transformer2DModel learns the velocity ``ε − x₀`` along ``x_t = (1 �
 (rectified flow; Esser et al. 2024), with t drawn logit-normal (mean 0, std 1, SD3's default),
 on the latents of shapes-sd's VAE. Both CLIP text encoders are shapes-sd's trained encoder with a
 projection head, frozen; there is no T5 (the pipeline then feeds zeros, and training does the
-same). Sampling uses FlowMatchEulerDiscreteScheduler. Load it as diffusers loads SD3 without T5:
+same, on one collapsed copy of the padding: see :mod:`.collapsed_padding`). Sampling uses
+FlowMatchEulerDiscreteScheduler. Load it as diffusers loads SD3 without T5:
 ``StableDiffusion3Pipeline.from_pretrained(path, text_encoder_3=None, tokenizer_3=None)``.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .collapsed_padding import collapse_padding, restore_attention
 from .data import ShapesDataset
 from .train_sd import encode_all
 from .training import Stopwatch, export_atomically, load_checkpoint, run_steps, save_checkpoint
@@ -78,7 +80,7 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
     def embed(texts: list[str]):
         for text in set(texts) - cache.keys():
             prompt_embeds, _, pooled, _ = pipeline.encode_prompt(
-                text, text, None, do_classifier_free_guidance=False, max_sequence_length=config["max_sequence_length"])
+                text, text, None, do_classifier_free_guidance=False, max_sequence_length=1)
             cache[text] = (prompt_embeds[0], pooled[0])
         return torch.stack([cache[t][0] for t in texts]), torch.stack([cache[t][1] for t in texts])
 
@@ -98,11 +100,13 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
                                timestep=t * 1000).sample
         return F.mse_loss(velocity, noise - latents)
 
+    collapse_padding(transformer, repeats=config["max_sequence_length"])
     transformer.train()
     losses = run_steps(compute_loss, optimizer, start=start, steps=steps, lr=config["lr"],
                        warmup=min(200, steps // 10 + 1), desc="shapes-flow", max_grad_norm=1.0,
                        checkpoint=lambda step: save_checkpoint(output_dir, step, **resume_state))
     transformer.eval()
+    restore_attention(transformer)
     export_atomically(output_dir, lambda folder: pipeline.to(torch.float16).save_pretrained(folder), last="model_index.json")
     log(f"trained shapes-flow in {watch}; saved {output_dir}")
     return {"steps": steps, "minutes": round(watch.minutes, 1), "losses": losses}

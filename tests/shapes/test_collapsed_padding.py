@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from mmalign.shapes.collapsed_padding import collapse_padding, restore_attention
+
+
+def tiny_transformer(**overrides):
+    from diffusers import SD3Transformer2DModel
+
+    config = dict(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
+                  num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=16, pooled_projection_dim=32,
+                  pos_embed_max_size=8)
+    return SD3Transformer2DModel(**{**config, **overrides}).eval()
+
+
+def test_one_collapsed_padding_token_computes_what_the_stock_model_computes_on_all_copies():
+    torch.manual_seed(0)
+    transformer = tiny_transformer()
+    latents, clip_tokens, pooled = torch.randn(2, 4, 8, 8), torch.randn(2, 7, 32), torch.randn(2, 32)
+    timestep = torch.tensor([100.0, 900.0])
+
+    def velocity(padding_tokens):
+        context = torch.cat([clip_tokens, torch.zeros(2, padding_tokens, 32)], dim=1)
+        with torch.no_grad():
+            return transformer(latents, encoder_hidden_states=context, pooled_projections=pooled, timestep=timestep).sample
+
+    stock = velocity(256)
+    collapse_padding(transformer, repeats=256)
+    collapsed = velocity(1)
+    restore_attention(transformer)
+    torch.testing.assert_close(collapsed, stock, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(velocity(256), stock, atol=0, rtol=0)
+    # the bias matters: one token without it is a different function
+    assert (velocity(1) - stock).abs().max() > 1e-3
+
+
+def test_blocks_with_qk_norm_are_refused():
+    with pytest.raises(ValueError, match="qk_norm"):
+        collapse_padding(tiny_transformer(qk_norm="rms_norm"), repeats=256)
