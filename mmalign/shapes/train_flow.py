@@ -27,7 +27,7 @@ TRANSFORMER_CONFIG = dict(
     num_attention_heads=4, joint_attention_dim=128, caption_projection_dim=64, pooled_projection_dim=128,
     pos_embed_max_size=16,
 )
-DEFAULTS = {"steps": 3000, "batch_size": 32, "lr": 5e-4, "train_images": 40_000, "caption_dropout": 0.1,
+DEFAULTS = {"steps": 10_000, "batch_size": 32, "lr": 5e-4, "train_images": 40_000, "caption_dropout": 0.1,
             "max_sequence_length": 256, "seed": 0, "base": None}
 
 
