@@ -85,7 +85,7 @@ def main() -> None:
     base = rows[0][1]
     print(f"\n{args.model} ({'random weights' if args.pretrained is None else args.pretrained}), batch {args.batch_size}, "
           f"{args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}\n")
-    print(f"| path | s/batch | images/s | vs raw open_clip |\n|---|---|---|---|")
+    print("| path | s/batch | images/s | vs raw open_clip |\n|---|---|---|---|")
     for name, seconds in rows:
         print(f"| {name} | {seconds:.3f} | {args.batch_size / seconds:.1f} | {seconds / base:.2f}x |")
     preprocessing = interleaved_medians({

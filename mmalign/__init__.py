@@ -9,4 +9,19 @@ except PackageNotFoundError:  # a source checkout that was never installed
 
 from .rewards import Reward, RewardOutput, RewardSpec, list_rewards, load_reward  # noqa: E402
 
-__all__ = ["Reward", "RewardOutput", "RewardSpec", "__version__", "list_rewards", "load_reward"]
+__all__ = ["BestOfNPipeline", "ReNOPipeline", "Reward", "RewardOutput", "RewardSpec", "__version__", "list_rewards",
+           "load_reward", "pipelines_path"]
+
+
+def __getattr__(name: str):
+    # the pipelines import diffusers; `import mmalign` for rewards alone should not
+    import importlib
+
+    pipelines = importlib.import_module(".pipelines", __name__)
+
+    if name == "pipelines_path":
+        return pipelines.pipelines_path
+    for file_name, class_name in pipelines.PIPELINE_CLASSES.items():
+        if name == class_name:
+            return pipelines.pipeline_class(file_name)
+    raise AttributeError(f"module 'mmalign' has no attribute {name!r}")

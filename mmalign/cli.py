@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from .errors import InvalidInputError, MMAlignError
@@ -49,9 +50,9 @@ def check_device(device: str) -> None:
 
 def check_sampling(args: argparse.Namespace) -> None:
     check_device(args.device)
-    if args.num_inference_steps < 1:
+    if args.num_inference_steps is not None and args.num_inference_steps < 1:
         raise InvalidInputError(f"--num-inference-steps: must be at least 1, got {args.num_inference_steps}.")
-    if args.guidance_scale < 0:
+    if args.guidance_scale is not None and args.guidance_scale < 0:
         raise InvalidInputError(f"--guidance-scale: must be at least 0, got {args.guidance_scale}.")
 
 
@@ -130,10 +131,13 @@ def open_model(args: argparse.Namespace):
 
 
 def sample_images(pipeline, prompts: list[str], args: argparse.Namespace):
+    """Sample with the model's own defaults, overridden by whatever the user set."""
+    from .models import sampling_defaults
     from .shapes.evaluation import generate_images
 
-    return generate_images(pipeline, prompts, seed=args.seed, num_inference_steps=args.num_inference_steps,
-                           guidance_scale=args.guidance_scale)
+    chosen = {"num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale}
+    call_kwargs = {**sampling_defaults(args.model), **{k: v for k, v in chosen.items() if v is not None}}
+    return generate_images(pipeline, prompts, seed=args.seed, **call_kwargs)
 
 
 def command_generate(args: argparse.Namespace) -> int:
@@ -170,11 +174,65 @@ def command_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_reno(args: argparse.Namespace) -> int:
+    import torch
+
+    from .algorithms import ReNOConfig, reno
+    from .models import sampling_defaults
+    from .reports import comparison_sheet, reward_curve
+    from .rewards import load_reward
+
+    if args.iterations < 0:
+        raise InvalidInputError(f"--iterations: must be at least 0, got {args.iterations}.")
+    output_dir, pipeline = open_model(args)
+    named = [parse_weighted_name(text) for text in (args.reward or ["shapes-clip"])]
+    config = ReNOConfig(iterations=args.iterations, learning_rate=args.learning_rate,
+                        early_stopping_patience=args.early_stopping_patience,
+                        gradient_checkpointing=args.gradient_checkpointing)
+    chosen = {"num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale}
+    call_kwargs = {**{"num_inference_steps": 1, "guidance_scale": 0.0}, **sampling_defaults(args.model),
+                   **{k: v for k, v in chosen.items() if v is not None}}
+    rewards = [load_reward(name, device=args.device) for name, _ in named]
+    result = reno(pipeline, args.prompt, rewards, [w for _, w in named], config,
+                  generator=torch.Generator().manual_seed(args.seed), **call_kwargs)
+    base, best = (result.rewards_at(0), result.rewards_at(result.best_iteration)) if result.history else ({}, {})
+
+    def caption(rewards: dict, index: int) -> str:
+        return "  ".join(f"{name} {values[index]:.3f}" for name, values in rewards.items())
+
+    sheet = comparison_sheet({"base": result.base_images, "ReNO": result.images},
+                             {"base": [caption(base, i) for i in range(len(args.prompt))],
+                              "ReNO": [caption(best, i) for i in range(len(args.prompt))]},
+                             args.prompt, output_dir / "reno.png")
+    report = {"model": args.model, "prompts": args.prompt, "seed": args.seed, **call_kwargs,
+              "rewards": [{"name": n, "weight": w} for n, w in named], "config": asdict(config),
+              "base_rewards": base, "rewards_best": best, "best_iteration": result.best_iteration,
+              "side_by_side": str(sheet), "history": result.history}
+    if result.history:
+        report["reward_curve"] = str(reward_curve(result.history, output_dir / "reward_curve.png",
+                                                  title=f"ReNO on {args.model}"))
+    (output_dir / "reno.json").write_text(json.dumps(report, indent=2))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        rows = [[prompt, *(f"{base[n][i]:.4f} → {best[n][i]:.4f}" for n in best), str(result.best_iteration[i])]
+                for i, prompt in enumerate(args.prompt)]
+        print_table(["prompt", *best, "best iteration"], rows)
+        print(f"\nwrote {sheet}, {output_dir / 'reno.json'}" + (", reward_curve.png" if result.history else ""),
+              file=sys.stderr)
+    return 0
+
+
 def _format(value: float | None) -> str:
     return "nan" if value is None else f"{value:.4f}"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .models import SHIPPED_MODELS
+
+    def own(setting: str) -> str:
+        return ", ".join(f"{name} {getattr(model, setting):g}" for name, model in SHIPPED_MODELS.items())
+
     parser = argparse.ArgumentParser(prog="mmalign", description="Align generative models with rewards.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -196,10 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
     score.set_defaults(run=command_score)
     sampling = argparse.ArgumentParser(add_help=False)
-    sampling.add_argument("--model", default="shapes-sd", help="a shipped model (shapes-sd), a pipeline folder or a hub id")
+    sampling.add_argument("--model", default="shapes-sd",
+                          help=f"a shipped model ({', '.join(SHIPPED_MODELS)}), a pipeline folder or a hub id")
     sampling.add_argument("--seed", type=int, default=0)
-    sampling.add_argument("--num-inference-steps", type=int, default=25)
-    sampling.add_argument("--guidance-scale", type=float, default=3.0)
+    sampling.add_argument("--num-inference-steps", type=int, default=None,
+                          help=f"default: a shipped model's own ({own('num_inference_steps')}), else the pipeline's")
+    sampling.add_argument("--guidance-scale", type=float, default=None,
+                          help=f"default: a shipped model's own ({own('guidance_scale')}), else the pipeline's")
     sampling.add_argument("--device", default="cpu")
     sampling.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
 
@@ -215,6 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--reward", default="shapes-clip", help="the proxy reward reported beside ShapesEval ('' for none)")
     evaluate.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_ROOT / "eval"))
     evaluate.set_defaults(run=command_eval)
+
+    optimise = commands.add_parser("reno", parents=[sampling], help="ReNO: optimise the initial noise against rewards")
+    optimise.set_defaults(model="shapes-turbo")
+    optimise.add_argument("--prompt", action="append", required=True, help="repeat for several prompts, run as a batch")
+    optimise.add_argument("--reward", action="append", metavar="NAME[=WEIGHT]",
+                          help="a differentiable reward, optionally weighted; repeat to combine (default: shapes-clip)")
+    optimise.add_argument("--iterations", type=int, default=50)
+    optimise.add_argument("--learning-rate", type=float, default=5.0)
+    optimise.add_argument("--early-stopping-patience", type=int, default=None)
+    optimise.add_argument("--gradient-checkpointing", action="store_true", help="less memory, more time")
+    optimise.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_ROOT / "reno"))
+    optimise.set_defaults(run=command_reno)
     return parser
 
 

@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InvalidInputError, WeightsNotFoundError
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shapes" / "weights"
-SHIPPED_MODELS = {"shapes-sd": "StableDiffusionPipeline"}  # grows with shapes-turbo and shapes-flow
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """A generator that ships with mmalign, and how it is meant to be sampled."""
+
+    pipeline_class: str
+    num_inference_steps: int
+    guidance_scale: float
+
+
+SHIPPED_MODELS = {
+    "shapes-sd": ShippedModel("StableDiffusionPipeline", num_inference_steps=25, guidance_scale=3.0),
+    "shapes-turbo": ShippedModel("StableDiffusionPipeline", num_inference_steps=1, guidance_scale=0.0),
+    "shapes-flow": ShippedModel("StableDiffusion3Pipeline", num_inference_steps=28, guidance_scale=5.0),
+}
+
+
+def sampling_defaults(name: str) -> dict:
+    """``num_inference_steps`` and ``guidance_scale`` a shipped model is meant for; empty for other
+    models, which then get their pipeline's own defaults."""
+    shipped = SHIPPED_MODELS.get(name)
+    if shipped is None:
+        return {}
+    return {"num_inference_steps": shipped.num_inference_steps, "guidance_scale": shipped.guidance_scale}
 
 
 def resolve_model(name: str) -> str:
@@ -40,7 +66,7 @@ def load_pipeline(name: str, device: str = "cpu", dtype=None):
 
     path = resolve_model(name)
     try:
-        pipeline = DiffusionPipeline.from_pretrained(path, torch_dtype=dtype or torch.float32)
+        pipeline = DiffusionPipeline.from_pretrained(path, torch_dtype=dtype or torch.float32, **absent_components(path))
     except (OSError, ValueError) as error:
         fix = (f"retrain it with `python -m mmalign.shapes.train {name}`" if name in SHIPPED_MODELS
                else "check the folder or hub id, and your network")
@@ -49,3 +75,13 @@ def load_pipeline(name: str, device: str = "cpu", dtype=None):
         raise InvalidInputError(f"--model: {name!r} is a {type(pipeline).__name__}, not a text-to-image pipeline.")
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device)
+
+
+def absent_components(path: str) -> dict:
+    """``{name: None}`` for each component a local folder saved as absent (``[null, null]``), such as
+    SD3's T5, which diffusers otherwise insists on being passed explicitly."""
+    index = Path(path) / "model_index.json"
+    if not index.is_file():
+        return {}
+    entries = json.loads(index.read_text())
+    return {name: None for name, value in entries.items() if isinstance(value, list) and value == [None, None]}

@@ -17,12 +17,13 @@ def test_wheel_ships_cards_and_pipelines(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for card in (ROOT / "rewards").glob("*.json"):
         assert f"mmalign/_cards/{card.name}" in names
-    for pipeline in (ROOT / "pipelines").iterdir():
+    for pipeline in (ROOT / "pipelines").glob("*.py"):  # not __pycache__, which importing the files writes
         assert f"mmalign/_pipelines/{pipeline.name}" in names
     assert not any(name.startswith(("rewards/", "pipelines/", "tests/")) for name in names)
     # the shapes world's weights ship, its training checkpoints do not
     assert "mmalign/shapes/weights/shapes-clip/open_clip_model.safetensors" in names
-    assert "mmalign/shapes/weights/shapes-sd/model_index.json" in names
-    assert not any("checkpoint" in name for name in names)
+    for generator in ("shapes-sd", "shapes-turbo", "shapes-flow"):
+        assert f"mmalign/shapes/weights/{generator}/model_index.json" in names
+    assert not any("checkpoint" in name or name.endswith(".pt") for name in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "mmalign = mmalign.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

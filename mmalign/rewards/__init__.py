@@ -6,7 +6,7 @@
 
 from .base import Reward, RewardOutput, RewardSpec
 from .card import RewardCard
-from .composition import Ensemble, PreferenceStrength, RewardLoss, WeightedSum, as_loss
+from .composition import Ensemble, PreferenceStrength, RewardLoss, WeightedSum, as_loss, weighted_objective
 from .registry import list_rewards, load_reward
 from .transforms import Affine, Clamp, LogSigmoidCentered, PPOCCalibration, UncertaintyWeighted, ZScore
 
@@ -28,4 +28,5 @@ __all__ = [
     "as_loss",
     "list_rewards",
     "load_reward",
+    "weighted_objective",
 ]

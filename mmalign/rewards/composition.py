@@ -80,6 +80,22 @@ class WeightedSum(Reward):
         return RewardOutput(reward=total, heads={n: o.reward for n, o in zip(head_names(self.members), outputs)})
 
 
+def weighted_objective(rewards, reward_weights: Sequence[float] | None = None) -> WeightedSum:
+    """One objective from a reward, a registry name, or a list of either, weighted by
+    ``reward_weights`` (1 each by default): what ReNO, best-of-N and the CLI take."""
+    from .registry import load_reward
+
+    if isinstance(rewards, (str, Reward)):
+        rewards = [rewards]
+    if not rewards:
+        raise InvalidInputError("rewards: pass at least one reward, e.g. rewards=['shapes-clip'].")
+    if reward_weights is not None and len(reward_weights) != len(rewards):
+        raise InvalidInputError(
+            f"reward_weights: got {len(reward_weights)} weights for {len(rewards)} rewards; pass one weight per reward."
+        )
+    return WeightedSum([load_reward(r) if isinstance(r, str) else r for r in rewards], reward_weights)
+
+
 class Ensemble(Reward):
     """An ensemble of reward models, members z-scored with their card statistics first.
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InvalidInputError
-from .base import Reward, RewardOutput, RewardSpec
+from .base import Reward, RewardOutput
 
 
 def require_reward(reward) -> Reward:

@@ -18,7 +18,8 @@ from safetensors.torch import save_file
 
 from .data import ShapesDataset
 from .grammar import hard_negatives, parse_prompt
-from .training import Stopwatch, atomic_write, degrade, load_checkpoint, run_steps, save_checkpoint
+from ..storage import atomic_write
+from .training import Stopwatch, degrade, load_checkpoint, run_steps, save_checkpoint
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)

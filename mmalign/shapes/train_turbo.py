@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .grammar import prompts_for
-from .training import Stopwatch, atomic_write, export_atomically, load_checkpoint, run_steps, save_checkpoint
+from ..storage import atomic_write
+from .training import Stopwatch, export_atomically, load_checkpoint, run_steps, save_checkpoint
 
 DEFAULTS = {"steps": 2000, "pairs": 6000, "batch_size": 64, "lr": 2e-4, "teacher_steps": 25,
             "teacher_guidance": 3.0, "seed": 0, "teacher": None}

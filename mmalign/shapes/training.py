@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidInputError
+from ..storage import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_EVERY = 250  # steps
@@ -23,22 +24,6 @@ CHECKPOINT_EVERY = 250  # steps
 
 def checkpoint_due(step: int, total_steps: int) -> bool:
     return step % CHECKPOINT_EVERY == 0 or step == total_steps
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through ``write(temporary_path)``, flush to disk and rename, so a killed run never
-    leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        write(temporary)
-        with open(temporary, "rb+") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def export_atomically(output_dir: Path, write, last: str) -> None:

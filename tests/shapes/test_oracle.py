@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmalign.shapes import ShapesEval, detect, parse_prompt, sample
+from mmalign.shapes import ShapesEval, detect, sample
 from mmalign.shapes.agreement import oracle_agreement
 from mmalign.shapes.oracle import in_relation
 from mmalign.shapes.scenes import Background, Scene, ShapeObject, render

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from mmalign.models import SHIPPED_DIR, load_pipeline
+from mmalign.models import SHIPPED_DIR, SHIPPED_MODELS
 from mmalign.rewards import load_reward
 from mmalign.rewards.clip import CLIPScore
 from mmalign.shapes import sample
@@ -26,12 +26,21 @@ def test_shapes_clip_loads_with_open_clip_and_prefers_the_true_caption():
     assert true > wrong
 
 
-def test_shapes_sd_loads_with_the_stock_pipeline_and_is_deterministic():
-    from diffusers import StableDiffusionPipeline
+# how diffusers' own docs load each: SD3 without its T5 encoder takes it as None explicitly
+STOCK_LOADING = {"shapes-sd": {}, "shapes-turbo": {}, "shapes-flow": {"text_encoder_3": None, "tokenizer_3": None}}
 
-    pipeline = StableDiffusionPipeline.from_pretrained(SHIPPED_DIR / "shapes-sd", torch_dtype=torch.float32)
+
+@pytest.mark.parametrize("name", list(STOCK_LOADING))
+def test_generator_loads_with_its_stock_pipeline_class_and_is_deterministic(name):
+    import diffusers
+
+    shipped = SHIPPED_MODELS[name]
+    pipeline_class = getattr(diffusers, shipped.pipeline_class)
+    pipeline = pipeline_class.from_pretrained(SHIPPED_DIR / name, torch_dtype=torch.float32, **STOCK_LOADING[name])
+    assert type(pipeline) is pipeline_class
     pipeline.set_progress_bar_config(disable=True)
-    kwargs = dict(num_inference_steps=5, guidance_scale=3.0, output_type="pt")
+    kwargs = dict(num_inference_steps=min(shipped.num_inference_steps, 5), guidance_scale=shipped.guidance_scale,
+                  output_type="pt")
     first = pipeline("a red circle", generator=torch.Generator().manual_seed(0), **kwargs).images
     again = pipeline("a red circle", generator=torch.Generator().manual_seed(0), **kwargs).images
     other = pipeline("a red circle", generator=torch.Generator().manual_seed(1), **kwargs).images
@@ -53,12 +62,32 @@ def test_generate_writes_a_png_grid(tmp_path):
 
 
 @pytest.mark.slow
-def test_base_shapes_sd_scores_inside_the_stated_band(tmp_path):
-    """The README states the base's held-out ShapesEval; on this small fixed sample it stays in a band."""
-    result = run_cli("eval", "--model", "shapes-sd", "--split", "heldout", "--per-category", "8", "--seed", "0",
+@pytest.mark.parametrize("name", list(STOCK_LOADING))
+def test_base_generator_scores_inside_the_stated_band(name, tmp_path):
+    """The README states each base's held-out ShapesEval; on this small fixed sample it stays in a band."""
+    result = run_cli("eval", "--model", name, "--split", "heldout", "--per-category", "8", "--seed", "0",
                      "--output-dir", tmp_path, "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert 0.2 <= report["shapes_eval"]["overall"] <= 0.8, report["shapes_eval"]
     assert report["proxy"] == "shapes-clip" and report["proxy_mean"] is not None
     assert json.loads((tmp_path / "eval.json").read_text()) == report
+
+
+def test_reno_command_writes_the_side_by_side_the_curve_and_the_json(tmp_path):
+    result = run_cli("reno", "--model", "shapes-turbo", "--prompt", "a blue triangle", "--prompt", "two red squares",
+                     "--iterations", "4", "--seed", "0", "--output-dir", tmp_path, "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["num_inference_steps"] == 1 and report["guidance_scale"] == 0.0  # shapes-turbo's own defaults
+    assert len(report["history"]) == 4 and len(report["best_iteration"]) == 2
+    for base, best in zip(report["base_rewards"]["shapes-clip"], report["rewards_best"]["shapes-clip"]):
+        assert best >= base
+    for name in ("reno.png", "reward_curve.png", "reno.json"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_reno_command_refuses_a_reward_without_gradients(tmp_path):
+    result = run_cli("reno", "--prompt", "a blue triangle", "--reward", "jpeg-compressibility", "--iterations", "2",
+                     "--output-dir", tmp_path, cwd=tmp_path)
+    assert result.returncode == 2 and "best-of-N" in result.stderr and "Traceback" not in result.stderr
