@@ -61,15 +61,21 @@ def test_generate_writes_a_png_grid(tmp_path):
     assert (tmp_path / "grid.png").is_file() and len(report["images"]) == 4
 
 
+# around the README's held-out numbers (sd 0.32, turbo 0.24, flow 0.19 at 16 prompts per category),
+# wide enough for 8 prompts per category and small numeric drift across torch builds
+BANDS = {"shapes-sd": (0.2, 0.6), "shapes-turbo": (0.12, 0.5), "shapes-flow": (0.08, 0.45)}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(STOCK_LOADING))
+@pytest.mark.parametrize("name", list(BANDS))
 def test_base_generator_scores_inside_the_stated_band(name, tmp_path):
     """The README states each base's held-out ShapesEval; on this small fixed sample it stays in a band."""
     result = run_cli("eval", "--model", name, "--split", "heldout", "--per-category", "8", "--seed", "0",
                      "--output-dir", tmp_path, "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert 0.2 <= report["shapes_eval"]["overall"] <= 0.8, report["shapes_eval"]
+    low, high = BANDS[name]
+    assert low <= report["shapes_eval"]["overall"] <= high, report["shapes_eval"]
     assert report["proxy"] == "shapes-clip" and report["proxy_mean"] is not None
     assert json.loads((tmp_path / "eval.json").read_text()) == report
 
