@@ -216,8 +216,19 @@ def reno(pipeline, prompt: str | list[str], rewards, reward_weights=None, config
             return checkpoint(objective, images, prompts, use_reentrant=False)
         return objective(images, prompts)
 
-    with gradient_checkpointing(pipeline, config.gradient_checkpointing), torch.enable_grad():
+    with gradient_checkpointing(pipeline, config.gradient_checkpointing), quiet(pipeline), torch.enable_grad():
         return optimize_noise(render, score, latents, config, progress=progress)
+
+
+@contextmanager
+def quiet(pipeline):
+    """No per-render progress bar inside ReNO's own; the pipeline's setting is restored after."""
+    before = dict(getattr(pipeline, "_progress_bar_config", {}))  # diffusers keeps it there
+    pipeline.set_progress_bar_config(disable=True)
+    try:
+        yield
+    finally:
+        pipeline._progress_bar_config = before
 
 
 @contextmanager

@@ -169,3 +169,11 @@ def test_a_multi_step_schedule_warns_about_its_cost():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         reno(pipeline, "a red circle", MeanPixelReward(), config=ReNOConfig(iterations=1), progress=False)
+
+
+def test_renders_show_no_progress_bar_of_their_own_and_the_setting_comes_back(capsys):
+    pipeline = tiny_pipelines.build("sd_turbo")
+    pipeline.set_progress_bar_config(disable=False, desc="mine")
+    reno(pipeline, "a red circle", MeanPixelReward(), config=ReNOConfig(iterations=3), progress=False)
+    assert "mine" not in capsys.readouterr().err
+    assert pipeline._progress_bar_config == {"disable": False, "desc": "mine"}
