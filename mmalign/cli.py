@@ -130,14 +130,19 @@ def open_model(args: argparse.Namespace):
     return prepare_output_dir(args.output_dir), load_pipeline(args.model, args.device)
 
 
-def sample_images(pipeline, prompts: list[str], args: argparse.Namespace):
-    """Sample with the model's own defaults, overridden by whatever the user set."""
+def sampling_kwargs(args: argparse.Namespace, fallback: dict | None = None) -> dict:
+    """``num_inference_steps`` and ``guidance_scale``: what the user set, else the shipped model's
+    own, else ``fallback`` (absent keys leave the pipeline's own defaults)."""
     from .models import sampling_defaults
-    from .shapes.evaluation import generate_images
 
     chosen = {"num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale}
-    call_kwargs = {**sampling_defaults(args.model), **{k: v for k, v in chosen.items() if v is not None}}
-    return generate_images(pipeline, prompts, seed=args.seed, **call_kwargs)
+    return {**(fallback or {}), **sampling_defaults(args.model), **{k: v for k, v in chosen.items() if v is not None}}
+
+
+def sample_images(pipeline, prompts: list[str], args: argparse.Namespace):
+    from .shapes.evaluation import generate_images
+
+    return generate_images(pipeline, prompts, seed=args.seed, **sampling_kwargs(args))
 
 
 def command_generate(args: argparse.Namespace) -> int:
@@ -178,7 +183,6 @@ def command_reno(args: argparse.Namespace) -> int:
     import torch
 
     from .algorithms import ReNOConfig, reno
-    from .models import sampling_defaults
     from .reports import comparison_sheet, reward_curve
     from .rewards import load_reward
 
@@ -189,9 +193,7 @@ def command_reno(args: argparse.Namespace) -> int:
     config = ReNOConfig(iterations=args.iterations, learning_rate=args.learning_rate,
                         early_stopping_patience=args.early_stopping_patience,
                         gradient_checkpointing=args.gradient_checkpointing)
-    chosen = {"num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale}
-    call_kwargs = {**{"num_inference_steps": 1, "guidance_scale": 0.0}, **sampling_defaults(args.model),
-                   **{k: v for k, v in chosen.items() if v is not None}}
+    call_kwargs = sampling_kwargs(args, fallback={"num_inference_steps": 1, "guidance_scale": 0.0})  # ReNO's one step
     rewards = [load_reward(name, device=args.device) for name, _ in named]
     result = reno(pipeline, args.prompt, rewards, [w for _, w in named], config,
                   generator=torch.Generator().manual_seed(args.seed), **call_kwargs)

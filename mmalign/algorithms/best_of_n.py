@@ -40,18 +40,19 @@ def best_of_n(pipeline, prompt: str | list[str], rewards, num_candidates: int = 
     objective = weighted_objective(rewards, reward_weights).to(pipeline.device)
     pipeline = stock_pipeline(pipeline)
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    chunks = [(start, min(batch_size, num_candidates - start)) for start in range(0, num_candidates, batch_size)]
-    best, scores, kept = [], [], []
+    chunk_sizes = [min(batch_size, num_candidates - start) for start in range(0, num_candidates, batch_size)]
+    best, scores, best_index, kept = [], [], [], []
     for text in tqdm(prompts, desc="best-of-N", unit="prompt", disable=not progress or len(prompts) < 2, leave=False):
         candidates = torch.cat([
             pipeline(text, num_images_per_prompt=size, generator=generator, output_type="pt", **call_kwargs).images.float()
-            for _, size in chunks
+            for size in chunk_sizes
         ])
         reward = objective(candidates, [text] * num_candidates).reward.float().cpu()
+        index = torch.nan_to_num(reward, nan=-torch.inf).argmax()
         scores.append(reward)
-        best.append(candidates[torch.nan_to_num(reward, nan=-torch.inf).argmax()])
+        best_index.append(index)
+        best.append(candidates[index])
         if keep_candidates:
             kept.append(candidates.cpu())
-    scores = torch.stack(scores)
-    return BestOfNOutput(torch.stack(best).cpu(), scores, torch.nan_to_num(scores, nan=-torch.inf).argmax(1),
+    return BestOfNOutput(torch.stack(best).cpu(), torch.stack(scores), torch.stack(best_index),
                          torch.stack(kept) if keep_candidates else None)

@@ -82,7 +82,7 @@ class WeightedSum(Reward):
 
 def weighted_objective(rewards, reward_weights: Sequence[float] | None = None) -> WeightedSum:
     """One objective from a reward, a registry name, or a list of either, weighted by
-    ``reward_weights`` (1 each by default): what ReNO, best-of-N and the CLI take."""
+    ``reward_weights`` (1 each by default): what ReNO and best-of-N take."""
     from .registry import load_reward
 
     if isinstance(rewards, (str, Reward)):
