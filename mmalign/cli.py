@@ -127,7 +127,27 @@ def open_model(args: argparse.Namespace):
     from .models import load_pipeline
 
     check_sampling(args)
-    return prepare_output_dir(args.output_dir), load_pipeline(args.model, args.device)
+    output_dir, pipeline = prepare_output_dir(args.output_dir), load_pipeline(args.model, args.device)
+    if getattr(args, "lora", None):
+        load_lora(pipeline, args.lora, args.model)
+    return output_dir, pipeline
+
+
+def load_lora(pipeline, directory: str, model: str) -> None:
+    """Attach the LoRA a fine-tune saved in ``directory`` (``pytorch_lora_weights.safetensors``)."""
+    folder = Path(directory)
+    if not (folder / "pytorch_lora_weights.safetensors").is_file():
+        raise InvalidInputError(f"--lora: {directory!r} holds no pytorch_lora_weights.safetensors "
+                                "(the output_dir of `mmalign train` does, once training has finished).")
+    from .sampling.pipelines import denoiser
+
+    mismatch = f"--lora: {directory!r} does not fit {model!r}; was it trained on another base model?"
+    try:
+        pipeline.load_lora_weights(str(folder))
+    except (ValueError, RuntimeError, KeyError) as error:
+        raise InvalidInputError(f"{mismatch} ({str(error).splitlines()[0][:200]})") from error
+    if not getattr(denoiser(pipeline), "peft_config", None):  # diffusers only warns when no key matches
+        raise InvalidInputError(f"{mismatch} None of its weights matches this model's layers.")
 
 
 def sampling_kwargs(args: argparse.Namespace, fallback: dict | None = None) -> dict:
@@ -225,6 +245,32 @@ def command_reno(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAINERS = {"raft": ("mmalign.algorithms.raft", "RAFTConfig", "raft")}
+
+
+def command_train(args: argparse.Namespace) -> int:
+    import importlib
+
+    from .config import load_config
+
+    module_name, config_name, function_name = TRAINERS[args.method]
+    module = importlib.import_module(module_name)
+    config = load_config(getattr(module, config_name), args.config, args.overrides)
+    history = getattr(module, function_name)(config, resume=args.resume)
+    output_dir = Path(config.output_dir)
+    summary = {"method": args.method, "output_dir": str(output_dir), "iterations": len(history),
+               "log": str(output_dir / "log.jsonl"), "curves": str(output_dir / "curves.png"),
+               "final": {k: _number(v) if isinstance(v, float) else v for k, v in (history[-1] if history else {}).items()}}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        final = summary["final"]
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in final.items() if k in ("shapes_eval", "accuracy", "eval_proxy") and v is not None)
+        print(f"{args.method}: {len(history)} iterations in {output_dir}" + (f"; held-out {scores}" if scores else ""))
+        print(f"log {summary['log']}, curves {summary['curves']}")
+    return 0
+
+
 def _format(value: float | None) -> str:
     return "nan" if value is None else f"{value:.4f}"
 
@@ -264,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--guidance-scale", type=float, default=None,
                           help=f"default: a shipped model's own ({own('guidance_scale')}), else the pipeline's")
     sampling.add_argument("--device", default="cpu")
+    sampling.add_argument("--lora", default=None, metavar="DIR", help="apply the LoRA a fine-tune saved in DIR")
     sampling.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
 
     generate = commands.add_parser("generate", parents=[sampling], help="sample images from a model into a PNG grid")
@@ -290,6 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
     optimise.add_argument("--gradient-checkpointing", action="store_true", help="less memory, more time")
     optimise.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_ROOT / "reno"))
     optimise.set_defaults(run=command_reno)
+
+    train = commands.add_parser(
+        "train", help="fine-tune a model (RAFT); runs under `accelerate launch` too",
+        description="Fine-tune with a method's config: defaults, then --config FILE (YAML), then key=value overrides. "
+                    "Every key is a field of the method's config class (for RAFT: mmalign.algorithms.RAFTConfig).",
+    )
+    train.add_argument("method", choices=sorted(TRAINERS))
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. learning_rate=1e-4 use_lora=false")
+    train.add_argument("--config", default=None, help="a YAML file of config keys")
+    train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    train.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
+    train.set_defaults(run=command_train)
     return parser
 
 
@@ -300,7 +359,12 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # argparse stops collecting KEY=VALUE overrides at the first option; the rest come here
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.run(args)
     except (MMAlignError, OSError) as error:  # bad input, or a file the user named that cannot be used

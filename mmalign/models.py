@@ -38,9 +38,17 @@ def sampling_defaults(name: str) -> dict:
 
 def resolve_model(name: str) -> str:
     """A shipped model's folder, a local folder, or a hub id, as ``from_pretrained`` takes it."""
-    if name in SHIPPED_MODELS:
+    return resolve(name, SHIPPED_MODELS, "model_index.json", "a diffusers pipeline folder", "shipped model")
+
+
+def resolve(name: str, shipped, marker: str, kind: str, shipped_kind: str) -> str:
+    """``name`` as ``from_pretrained`` takes it: the folder of a ``shipped`` model, a local folder
+    holding ``marker``, or a hub id."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError(f"--model: a model name must be a non-empty string, got {name!r}.")
+    if name in shipped:
         folder = SHIPPED_DIR / name
-        if not (folder / "model_index.json").is_file():
+        if not (folder / marker).is_file():
             raise WeightsNotFoundError(
                 f"--model: the weights of {name!r} are missing from {folder}. "
                 f"Fix: retrain them with `python -m mmalign.shapes.train {name}`, or reinstall mmalign."
@@ -48,13 +56,13 @@ def resolve_model(name: str) -> str:
         return str(folder)
     if Path(name).expanduser().exists():
         folder = Path(name).expanduser()
-        if not (folder / "model_index.json").is_file():
-            raise InvalidInputError(f"--model: {name!r} is not a diffusers pipeline folder (no model_index.json).")
+        if not (folder / marker).is_file():
+            raise InvalidInputError(f"--model: {name!r} is not {kind} (no {marker}).")
         return str(folder)
     if name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name.split("/")[0]).is_dir():
         return name  # a hub id; from_pretrained downloads it
     raise InvalidInputError(
-        f"--model: {name!r} is neither a shipped model ({', '.join(SHIPPED_MODELS)}), an existing folder, "
+        f"--model: {name!r} is neither a {shipped_kind} ({', '.join(shipped)}), an existing folder, "
         "nor a hub id (org/name)."
     )
 
@@ -85,3 +93,36 @@ def absent_components(path: str) -> dict:
         return {}
     entries = json.loads(index.read_text())
     return {name: None for name, value in entries.items() if isinstance(value, list) and value == [None, None]}
+
+
+# Causal LMs of the text path: shipped ones by name; otherwise a transformers folder or hub id.
+SHIPPED_LMS = ("shapes-lm",)
+
+
+def resolve_causal_lm(name: str) -> str:
+    """A shipped LM's folder, a local transformers folder, or a hub id, as ``from_pretrained`` takes it."""
+    return resolve(name, SHIPPED_LMS, "config.json", "a transformers model folder", "shipped causal LM")
+
+
+def load_causal_lm(name_or_path: str, device: str = "cpu", dtype=None, trust_remote_code: bool = False):
+    """``(model, tokenizer)`` of a causal LM by name, in fp32 on the CPU unless told otherwise, in eval
+    mode, with a pad token (EOS when it has none) and left padding, as batched generation needs."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_causal_lm(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        fix = (f"retrain it with `python -m mmalign.shapes.train {name_or_path}`" if name_or_path in SHIPPED_LMS
+               else "check the folder or hub id, and your network; models with code in their repo need trust_remote_code=True")
+        raise WeightsNotFoundError(
+            f"--model: cannot load a causal LM from {path} ({str(error).splitlines()[0]}). Fix: {fix}."
+        ) from error
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # generation continues each prompt from its last real token
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.to(device).eval(), tokenizer

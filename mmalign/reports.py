@@ -62,3 +62,37 @@ def reward_curve(history: list[dict], path: Path, title: str = "") -> Path:
     atomic_write(Path(path), lambda temporary: figure.savefig(temporary, format="png"))
     plt.close(figure)
     return Path(path)
+
+
+TRAINING_PANELS = (
+    ("proxy reward", ("reward_mean", "reward_kept", "eval_proxy")),
+    ("oracle / accuracy", ("shapes_eval", "accuracy")),
+    ("loss", ("loss",)),
+)
+
+
+def training_curves(history: list[dict], path: Path, title: str = "") -> Path:
+    """A fine-tune run's log as curves against iteration: the proxy reward (sampled, kept, held-out),
+    the oracle (ShapesEval or a verifier's accuracy) and the loss, one panel each; a panel whose
+    metrics were never logged is left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(label, [key for key in keys if any(key in row for row in history)]) for label, keys in TRAINING_PANELS]
+    panels = [(label, keys) for label, keys in panels if keys]
+    figure, axes = plt.subplots(1, max(1, len(panels)), figsize=(4 * max(1, len(panels)), 3.2), dpi=110, squeeze=False)
+    for axis, (label, keys) in zip(axes[0], panels):
+        for key in keys:
+            points = [(row["iteration"], row[key]) for row in history if key in row]
+            axis.plot(*zip(*points), marker="o", markersize=3, label=key)
+        axis.set_xlabel("iteration")
+        axis.set_title(label, fontsize=9)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    atomic_write(Path(path), lambda temporary: figure.savefig(temporary, format="png"))
+    plt.close(figure)
+    return Path(path)

@@ -76,6 +76,33 @@ def sd_turbo():
                                    requires_safety_checker=False)
 
 
+def sd():
+    """A multi-step SD-class pipeline (DDIM, v-prediction with zero terminal SNR, as shapes-sd)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    scheduler = DDIMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing",
+                              clip_sample=False)
+    return StableDiffusionPipeline(vae=vae(), text_encoder=clip_text_encoder(), tokenizer=tokenizer(), unet=unet(),
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def sd3():
+    """An SD3-class rectified-flow pipeline without T5, as shapes-flow."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    autoencoder = vae()
+    autoencoder.register_to_config(shift_factor=0.0)
+    transformer = SD3Transformer2DModel(sample_size=8, patch_size=1, in_channels=4, out_channels=4, num_layers=1,
+                                        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                        caption_projection_dim=16, pooled_projection_dim=32, pos_embed_max_size=8)
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=autoencoder,
+        text_encoder=clip_text_encoder(projection=16), tokenizer=tokenizer(),
+        text_encoder_2=clip_text_encoder(projection=16), tokenizer_2=tokenizer(),
+        text_encoder_3=None, tokenizer_3=None)
+
+
 def sdxl_turbo():
     from diffusers import StableDiffusionXLPipeline
 
@@ -117,7 +144,15 @@ CALL_KWARGS = {
     "sdxl_turbo": {},
     "pixart": {"use_resolution_binning": False, "max_sequence_length": TOKENS},
     "flux_schnell": {"height": 16, "width": 16, "max_sequence_length": TOKENS},
+    "sd": {"num_inference_steps": 2, "guidance_scale": 2.0},
+    "sd3": {"num_inference_steps": 2, "guidance_scale": 2.0, "max_sequence_length": TOKENS},
 }
+
+
+def save(name: str, directory, seed: int = 0) -> str:
+    """Build ``name`` and save it as a pipeline folder, for code that loads models by path."""
+    build(name, seed).save_pretrained(directory, safe_serialization=True)
+    return str(directory)
 
 
 def build(name: str, seed: int = 0):

@@ -2,8 +2,11 @@
 and where it needs one, its data collection."""
 
 from ..sampling import postprocess  # community pipelines import only from algorithms and rewards
-from .best_of_n import BestOfNOutput, best_of_n
+from .best_of_n import BestOfNCompletions, BestOfNOutput, best_of_n, best_of_n_completions
+from .finetune import FinetuneConfig, finetune
+from .raft import RAFTConfig, raft, select_samples
 from .reno import PAPER_REWARD_WEIGHTS, ReNOConfig, ReNOOutput, noise_regularizer, optimize_noise, reno
 
-__all__ = ["PAPER_REWARD_WEIGHTS", "BestOfNOutput", "ReNOConfig", "ReNOOutput", "best_of_n", "noise_regularizer",
-           "optimize_noise", "postprocess", "reno"]
+__all__ = ["PAPER_REWARD_WEIGHTS", "BestOfNCompletions", "BestOfNOutput", "FinetuneConfig", "RAFTConfig", "ReNOConfig",
+           "ReNOOutput", "best_of_n", "best_of_n_completions", "finetune", "noise_regularizer", "optimize_noise",
+           "postprocess", "raft", "reno", "select_samples"]

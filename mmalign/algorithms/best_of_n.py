@@ -56,3 +56,36 @@ def best_of_n(pipeline, prompt: str | list[str], rewards, num_candidates: int = 
             kept.append(candidates.cpu())
     return BestOfNOutput(torch.stack(best).cpu(), torch.stack(scores), torch.stack(best_index),
                          torch.stack(kept) if keep_candidates else None)
+
+
+@dataclass
+class BestOfNCompletions:
+    """``completions`` the best per prompt; ``scores`` ``[B,N]`` the reward of every candidate;
+    ``best_index`` ``[B]``; ``candidates`` all ``B·N`` completions, prompt by prompt."""
+
+    completions: list[str]
+    scores: torch.Tensor
+    best_index: torch.Tensor
+    candidates: list[str]
+
+
+@torch.no_grad()
+def best_of_n_completions(model, tokenizer, prompt: str | list[str], rewards, num_candidates: int = 4, reward_weights=None,
+                          temperature: float = 1.0, max_new_tokens: int = 32, seed: int = 0) -> BestOfNCompletions:
+    """Best-of-N for a causal LM: sample ``num_candidates`` completions per prompt, keep the one the
+    (weighted) text rewards rank highest; a prompt whose candidates are all unscored keeps its first."""
+    from ..sampling.text import generate_completions
+
+    if num_candidates < 1:
+        raise InvalidInputError(f"num_candidates: must be at least 1, got {num_candidates}.")
+    if temperature <= 0 and num_candidates > 1:
+        raise InvalidInputError("temperature: greedy decoding gives N identical candidates. Fix: sample, e.g. temperature=1.0.")
+    objective = weighted_objective(rewards, reward_weights)
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    candidates = generate_completions(model, tokenizer, prompts, num_return_sequences=num_candidates, temperature=temperature,
+                                      max_new_tokens=max_new_tokens, seed=seed)
+    repeated = [text for text in prompts for _ in range(num_candidates)]
+    scores = objective(candidates, repeated).reward.float().cpu().view(len(prompts), num_candidates)
+    best_index = torch.nan_to_num(scores, nan=-torch.inf).argmax(1)
+    best = [candidates[row * num_candidates + int(column)] for row, column in enumerate(best_index)]
+    return BestOfNCompletions(best, scores, best_index, candidates)

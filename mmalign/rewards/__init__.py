@@ -8,12 +8,16 @@ from .base import Reward, RewardOutput, RewardSpec
 from .card import RewardCard
 from .composition import Ensemble, PreferenceStrength, RewardLoss, WeightedSum, as_loss, weighted_objective
 from .registry import list_rewards, load_reward
+from .sequence_classification import SequenceClassificationReward
+from .text import ExactAnswerVerifier, TextReward
 from .transforms import Affine, Clamp, LogSigmoidCentered, PPOCCalibration, UncertaintyWeighted, ZScore
+from .trl import TRLRewardFunction, as_trl_reward_func
 
 __all__ = [
     "Affine",
     "Clamp",
     "Ensemble",
+    "ExactAnswerVerifier",
     "LogSigmoidCentered",
     "PPOCCalibration",
     "PreferenceStrength",
@@ -22,10 +26,14 @@ __all__ = [
     "RewardLoss",
     "RewardOutput",
     "RewardSpec",
+    "SequenceClassificationReward",
+    "TRLRewardFunction",
+    "TextReward",
     "UncertaintyWeighted",
     "WeightedSum",
     "ZScore",
     "as_loss",
+    "as_trl_reward_func",
     "list_rewards",
     "load_reward",
     "weighted_objective",

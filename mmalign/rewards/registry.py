@@ -4,8 +4,9 @@ Names resolve like open_clip's:
 
 - ``"laion-aesthetic"``: a shipped card, by its file's stem;
 - ``"clip:ViT-H-14/laion2b_s32b_b79k"``: a family card (``clip``) with a variant;
-- ``"local-dir:/path"``: a folder holding ``reward_card.json`` and its weights, or an open_clip
-  folder (``open_clip_config.json``), which loads as a CLIP score;
+- ``"local-dir:/path"``: a folder holding ``reward_card.json`` and its weights, an open_clip
+  folder (``open_clip_config.json``), which loads as a CLIP score, or a transformers
+  ``*ForSequenceClassification`` folder, which loads as a text reward model;
 - ``"hf-hub:org/repo[@revision]"``: the same, downloaded from the Hugging Face Hub.
 
 A card can only name a family listed in :data:`FAMILIES`, so a card never imports arbitrary code.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,10 +31,13 @@ FAMILIES = {
     "clip": "mmalign.rewards.clip:CLIPScore",
     "aesthetic": "mmalign.rewards.aesthetic:AestheticScore",
     "jpeg": "mmalign.rewards.jpeg:JPEGSize",
+    "verifier": "mmalign.rewards.text:ExactAnswerVerifier",
+    "sequence-classification": "mmalign.rewards.sequence_classification:SequenceClassificationReward",
 }
 LOCAL_DIR = "local-dir:"
 HF_HUB = "hf-hub:"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
+TRANSFORMERS_CONFIG = "config.json"
 
 
 @lru_cache(maxsize=1)
@@ -65,10 +70,26 @@ def card_from_directory(directory: str | Path) -> RewardCard:
             origin=str(directory),
             directory=str(directory),
         )
+    if _is_sequence_classifier(directory / TRANSFORMERS_CONFIG):
+        base = _shipped_cards()["sequence-classification"]
+        return RewardCard.from_dict(
+            {**base.to_dict(), "name": f"{LOCAL_DIR}{directory}", "args": {**base.args, "model": str(directory)}},
+            origin=str(directory),
+            directory=str(directory),
+        )
     raise UnknownRewardError(
-        f"name: {str(directory)!r} holds neither {CARD_FILENAME} nor {OPEN_CLIP_CONFIG}. "
+        f"name: {str(directory)!r} holds neither {CARD_FILENAME}, {OPEN_CLIP_CONFIG}, nor a "
+        f"sequence-classification {TRANSFORMERS_CONFIG}. "
         f"Fix: add a {CARD_FILENAME} (see the cards in mmalign's rewards/ folder for the fields)."
     )
+
+
+def _is_sequence_classifier(config_path: Path) -> bool:
+    try:
+        architectures = json.loads(config_path.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError):
+        return False
+    return any(str(a).endswith("ForSequenceClassification") for a in architectures)
 
 
 def _download_hub_repo(identifier: str) -> Path:

@@ -122,3 +122,12 @@ def postprocess(images: torch.Tensor, output_type: str = "pil"):
         return images
     array = VaeImageProcessor.pt_to_numpy(images.detach().float().cpu())
     return array if output_type == "np" else VaeImageProcessor.numpy_to_pil(array)
+
+
+def decode_latents(pipeline, latents: torch.Tensor) -> torch.Tensor:
+    """``[B,3,H,W]`` pixels in [0,1] from the latents a pipeline returns with ``output_type="latent"``
+    (SD and SD3 families), with gradients when ``latents`` carry them."""
+    vae = pipeline.vae
+    latents = latents / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None) or 0.0)
+    images = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
+    return (images.float() / 2 + 0.5).clamp(0, 1)
