@@ -48,7 +48,8 @@ def evaluate_pipeline(pipeline, reward, prompts, config: RAFTConfig):
 
 
 def images(args) -> dict:
-    config = load_config(RAFTConfig, CONFIGS / "shapes-sd.yaml", [f"output_dir={args.output_dir}/images", "eval_every=0", "report_to=none"])
+    output_dir = tempfile.mkdtemp(prefix="images-", dir=args.output_dir)
+    config = load_config(RAFTConfig, CONFIGS / "shapes-sd.yaml", [f"output_dir={output_dir}", "eval_every=0", "report_to=none"])
     reward = load_reward(config.reward)
     prompts = evaluation_prompts("heldout", args.per_category, config.seed)
     base = evaluate_pipeline(load_pipeline(config.model), reward, prompts, config)
@@ -88,7 +89,8 @@ def text(args) -> dict:
     prompts = arithmetic_prompts("heldout", args.text_prompts, seed=1)
     results, minutes = {"base": text_scores(*load_causal_lm("shapes-lm"), prompts, verifier, reward_model, 0)}, {}
     for name in ("verifier", "rm"):
-        config = load_config(RAFTConfig, CONFIGS / f"shapes-lm-{name}.yaml", [f"output_dir={args.output_dir}/text-{name}", "eval_every=0"])
+        output_dir = tempfile.mkdtemp(prefix=f"text-{name}-", dir=args.output_dir)
+        config = load_config(RAFTConfig, CONFIGS / f"shapes-lm-{name}.yaml", [f"output_dir={output_dir}", "eval_every=0"])
         method = raft_method(config)
         start = time.perf_counter()
         finetune(method)
@@ -140,7 +142,7 @@ def overhead(args) -> dict:
     def through_mmalign():
         # one iteration through finetune(), start to end: loading the model and reward, accelerate,
         # selection, the checkpoint, the JSONL log and plot, the LoRA save
-        raft(config)
+        raft(RAFTConfig(**{**config.__dict__, "output_dir": tempfile.mkdtemp(dir=workdir)}))
 
     timings = interleaved_medians({
         "hand-written loop": lambda: hand_written_iteration(method.pipeline, model, optimizer, reward, prompts, config, sampling, 0),
@@ -162,6 +164,7 @@ def main():
     parser.add_argument("--output-dir", default=str(Path(tempfile.gettempdir()) / "mmalign-bench-raft"))
     parser.add_argument("--output", default="benchmarks/results/raft.json")
     args = parser.parse_args()
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     sections = {"images": images, "text": text, "overhead": overhead}
     results = {name: run(args) for name, run in sections.items() if args.only in (None, name)}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ the trackers' ``logs/``, and the final weights (LoRA: ``pytorch_lora_weights.saf
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -137,13 +138,17 @@ def make_accelerator(config: FinetuneConfig):
 
 def finetune(method: FinetuneMethod, resume: bool = False, accelerator=None) -> list[dict]:
     """Run ``method`` for its iterations; returns the log, one row per iteration."""
+    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
     config = method.config
-    accelerator = accelerator or make_accelerator(config)
     output_dir = Path(config.output_dir)
-    from accelerate.utils import set_seed
-
+    if not resume and checkpoint_dirs(output_dir):
+        raise InvalidInputError(
+            f"output_dir: {output_dir} holds the checkpoints of an earlier run. Fix: pass --resume (resume=True) to "
+            "continue it, or choose another output_dir; nothing is overwritten."
+        )
+    accelerator = accelerator or make_accelerator(config)
     set_seed(config.seed)  # the same fresh adapter weights on every process and in every run of a seed
     module = method.build(accelerator.device)
     trainable = [p for p in module.parameters() if p.requires_grad]
@@ -183,14 +188,15 @@ def optimise(accelerator, method, module, optimizer, examples: list, generator: 
     """One pass over the collected examples in shuffled minibatches. With several processes the
     examples are first dealt out evenly, since a selection (RAFT's global top fraction) can leave one
     process with none, and data parallelism needs every process in every gradient all-reduce; a
-    process one example short cycles through its own."""
+    process one example short cycles through its own. When there are fewer examples than processes,
+    no process steps."""
     config = method.config
     if accelerator.num_processes > 1:
         from accelerate.utils import gather_object
 
         examples = gather_object(examples)[accelerator.process_index :: accelerator.num_processes]
-    steps = math.ceil(len(examples) / config.train_batch_size) if examples else 0
-    steps = int(accelerator.gather(torch.tensor([steps], device=accelerator.device)).max())
+    counts = accelerator.gather(torch.tensor([len(examples)], device=accelerator.device))
+    steps = 0 if int(counts.min()) == 0 else math.ceil(int(counts.max()) / config.train_batch_size)
     module.train()
     order = torch.randperm(len(examples), generator=generator).tolist() if examples else []
     losses = []
@@ -229,7 +235,15 @@ def save_checkpoint(accelerator, output_dir: Path, iteration: int, history: list
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
+    # Tied weights (an LM's embedding and head) are saved once and tied again on load; accelerate
+    # would warn about it at every checkpoint.
+    accelerate_saver = logging.getLogger("accelerate.utils.other")
+    level = accelerate_saver.level
+    accelerate_saver.setLevel(logging.ERROR)
+    try:
+        accelerator.save_state(str(staging))
+    finally:
+        accelerate_saver.setLevel(level)
     if accelerator.is_main_process:
         state = {"iteration": iteration, "method": method.name, "model": method.config.model,
                  "config": to_dict(method.config), "history": history}

@@ -116,7 +116,7 @@ class ExactAnswerVerifier(TextReward):
 
     Example:
         >>> from mmalign.rewards import load_reward
-        >>> verifier = load_reward("arithmetic-verifier")
+        >>> verifier = load_reward("shapes-arithmetic-verifier")
         >>> verifier(["168", "167"], ["123+45=", "123+45="]).reward.tolist()
         [1.0, 0.0]
     """

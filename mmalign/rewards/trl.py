@@ -49,7 +49,7 @@ def as_trl_reward_func(reward: Reward) -> TRLRewardFunction:
 
     Example:
         >>> from mmalign.rewards import as_trl_reward_func, load_reward
-        >>> verifier = as_trl_reward_func(load_reward("arithmetic-verifier"))
+        >>> verifier = as_trl_reward_func(load_reward("shapes-arithmetic-verifier"))
         >>> verifier(prompts=["2+2=", "hello"], completions=["4", "hi"])
         [1.0, None]
     """

@@ -246,3 +246,10 @@ def test_two_processes_train_one_model(tiny_models, tmp_path):
     for name, value in ranks[0]["lora"].items():
         torch.testing.assert_close(ranks[1]["lora"][name], value, rtol=0, atol=0)
     assert ranks[0]["history"][0]["steps"] >= 1
+
+
+def test_a_fresh_run_never_overwrites_an_earlier_runs_checkpoints(tiny_models, tmp_path):
+    raft(tiny_config(tiny_models["sd"], tmp_path, num_iterations=1))
+    with pytest.raises(InvalidInputError, match="pass --resume"):
+        raft(tiny_config(tiny_models["sd"], tmp_path, num_iterations=1))
+    assert (tmp_path / "checkpoints" / "iteration-000001").is_dir()
