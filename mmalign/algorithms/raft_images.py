@@ -6,6 +6,7 @@ encode and no second text-encoder pass.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
@@ -42,7 +43,8 @@ class ImageRAFT:
         check_supported(self.pipeline)
         self.reward.to(device)
         # the pool is sampled as configured; evaluation samples as users do (the model's own defaults)
-        own = {"num_inference_steps": 50, "guidance_scale": 7.5, **sampling_defaults(config.model)}
+        call = inspect.signature(type(self.pipeline).__call__).parameters
+        own = {**{key: call[key].default for key in ("num_inference_steps", "guidance_scale")}, **sampling_defaults(config.model)}
         self.eval_sampling = own
         self.sampling = {
             "num_inference_steps": config.num_inference_steps or own["num_inference_steps"],
