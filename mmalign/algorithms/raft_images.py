@@ -113,9 +113,16 @@ class ImageRAFT:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
+        """On the shapes world (no ``prompt_file``), ShapesEval of held-out prompts with the proxy's
+        mean beside it; on the user's own prompts, the proxy's mean on the first of them only, since
+        the oracle judges shapes-world captions alone."""
         from ..shapes.evaluation import evaluate_images, evaluation_prompts, generate_images
         from ..shapes.grammar import CATEGORIES
 
+        if self.config.prompt_file:
+            prompts = self.pool[: self.config.num_eval_prompts]
+            images = generate_images(self.pipeline, prompts, seed=self.config.seed, **self.eval_sampling)
+            return {"eval_proxy": float(self.reward(images, prompts).reward.nanmean())}
         prompts = evaluation_prompts("heldout", per_category=max(1, self.config.num_eval_prompts // len(CATEGORIES)))
         images = generate_images(self.pipeline, prompts, seed=self.config.seed, **self.eval_sampling)
         evaluation = evaluate_images(images, prompts, proxy=self.reward)

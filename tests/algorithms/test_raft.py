@@ -253,3 +253,10 @@ def test_a_fresh_run_never_overwrites_an_earlier_runs_checkpoints(tiny_models, t
     with pytest.raises(InvalidInputError, match="pass --resume"):
         raft(tiny_config(tiny_models["sd"], tmp_path, num_iterations=1))
     assert (tmp_path / "checkpoints" / "iteration-000001").is_dir()
+
+
+def test_own_prompts_are_evaluated_by_the_proxy_alone(tiny_models, tmp_path):
+    (tmp_path / "prompts.txt").write_text("a photo of a cat\nein Hund im Schnee 🐕\n")
+    history = raft(tiny_config(tiny_models["sd"], tmp_path / "run", num_iterations=1, eval_every=1, num_eval_prompts=2,
+                               prompt_file=str(tmp_path / "prompts.txt"), reward="jpeg-compressibility"))
+    assert "eval_proxy" in history[0] and "shapes_eval" not in history[0]
