@@ -260,3 +260,11 @@ def test_own_prompts_are_evaluated_by_the_proxy_alone(tiny_models, tmp_path):
     history = raft(tiny_config(tiny_models["sd"], tmp_path / "run", num_iterations=1, eval_every=1, num_eval_prompts=2,
                                prompt_file=str(tmp_path / "prompts.txt"), reward="jpeg-compressibility"))
     assert "eval_proxy" in history[0] and "shapes_eval" not in history[0]
+
+
+def test_offline_mode_trains_every_iteration_on_one_pool_from_the_base(tiny_models, tmp_path):
+    history = raft(tiny_config(tiny_models["sd"], tmp_path, num_iterations=3, mode="offline"))
+    assert len({row["reward_mean"] for row in history}) == 1 and len({row["reward_kept"] for row in history}) == 1
+    assert (tmp_path / "offline_pool.pt.0").is_file()
+    online = raft(tiny_config(tiny_models["sd"], tmp_path / "online", num_iterations=3))
+    assert len({row["reward_mean"] for row in online}) > 1  # a new sample of the updated model each time
