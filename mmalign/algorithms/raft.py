@@ -171,6 +171,14 @@ def gather_winners(accelerator, rewards: Tensor, keep_per_prompt: int) -> Tensor
     return accelerator.gather(values.to(accelerator.device)).cpu()
 
 
+def keep_best(accelerator, rewards: Tensor, config: RAFTConfig) -> tuple[Tensor, dict]:
+    """The ``[P, K]`` mask of the samples this process keeps under ``config``'s selection, and the
+    iteration's selection metrics; a global top fraction is taken over every process's winners."""
+    winners = gather_winners(accelerator, rewards, config.keep_per_prompt) if config.global_top_fraction else None
+    keep, skipped = select_samples(rewards, config.keep_per_prompt, config.global_top_fraction, winners)
+    return keep, selection_metrics(rewards, keep, skipped)
+
+
 def is_text_model(name: str) -> bool:
     """A causal LM (the shipped shapes-lm, or a transformers folder) rather than a diffusers pipeline;
     hub ids are taken for pipelines, since telling them apart would need the network."""

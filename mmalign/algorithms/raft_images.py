@@ -17,7 +17,7 @@ from ..storage import atomic_write
 from .denoising import check_supported, denoiser_conditioning, denoising_loss, uniform_timesteps
 from .finetune import Collected
 from .lora import add_lora, has_lora, save_diffusers_lora
-from .raft import RAFTConfig, load_ranking_reward, gather_winners, iteration_prompts, read_prompt_file, select_samples, selection_metrics
+from .raft import RAFTConfig, iteration_prompts, keep_best, load_ranking_reward, read_prompt_file
 
 OFFLINE_POOL = "offline_pool.pt"
 
@@ -56,8 +56,8 @@ class ImageRAFT:
         model.requires_grad_(not config.use_lora)
         if config.use_lora:
             add_lora(model, config.rank, config.lora_alpha, config.lora_target_modules)
-        for module in (self.pipeline.vae, self.pipeline.text_encoder, *(getattr(self.pipeline, f"text_encoder_{i}", None) for i in (2, 3))):
-            if module is not None:
+        for module in self.pipeline.components.values():  # the VAE and every text encoder stay frozen
+            if isinstance(module, torch.nn.Module) and module is not model:
                 module.requires_grad_(False)
         return model
 
@@ -88,16 +88,14 @@ class ImageRAFT:
             samples = self.sample(prompts, generator)
             if config.mode == "offline":
                 atomic_write(pool_file, lambda tmp: torch.save({**samples, "prompts": prompts}, tmp))
-        rewards = samples["rewards"]
-        winners = gather_winners(accelerator, rewards, config.keep_per_prompt) if config.global_top_fraction else None
-        keep, skipped = select_samples(rewards, config.keep_per_prompt, config.global_top_fraction, winners)
+        keep, metrics = keep_best(accelerator, samples["rewards"], config)
         conditioning = denoiser_conditioning(self.pipeline, prompts)
         k = config.num_samples_per_prompt
         examples = [
             {"latents": samples["latents"][p * k + j], **{key: value[p] for key, value in conditioning.items()}}
             for p, j in keep.nonzero().tolist()
         ] * config.num_epochs
-        return Collected(examples, selection_metrics(rewards, keep, skipped))
+        return Collected(examples, metrics)
 
     def loss(self, module, examples: list[dict], generator: torch.Generator) -> torch.Tensor:
         device = self.pipeline.device
@@ -119,12 +117,12 @@ class ImageRAFT:
         from ..shapes.evaluation import evaluate_images, evaluation_prompts, generate_images
         from ..shapes.grammar import CATEGORIES
 
-        if self.config.prompt_file:
-            prompts = self.pool[: self.config.num_eval_prompts]
-            images = generate_images(self.pipeline, prompts, seed=self.config.seed, **self.eval_sampling)
-            return {"eval_proxy": float(self.reward(images, prompts).reward.nanmean())}
-        prompts = evaluation_prompts("heldout", per_category=max(1, self.config.num_eval_prompts // len(CATEGORIES)))
+        own_prompts = bool(self.config.prompt_file)
+        prompts = (self.pool[: self.config.num_eval_prompts] if own_prompts else
+                   evaluation_prompts("heldout", per_category=max(1, self.config.num_eval_prompts // len(CATEGORIES))))
         images = generate_images(self.pipeline, prompts, seed=self.config.seed, **self.eval_sampling)
+        if own_prompts:
+            return {"eval_proxy": float(self.reward(images, prompts).reward.nanmean())}
         evaluation = evaluate_images(images, prompts, proxy=self.reward)
         return {"shapes_eval": evaluation.report.overall, "eval_proxy": evaluation.proxy_mean,
                 **{f"shapes_eval/{k}": v for k, v in evaluation.report.accuracy.items()}}

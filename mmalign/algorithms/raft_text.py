@@ -13,7 +13,7 @@ from ..rewards import load_reward
 from ..sampling.text import generate_completions
 from .finetune import Collected
 from .lora import add_lora
-from .raft import RAFTConfig, load_ranking_reward, gather_winners, iteration_prompts, read_prompt_file, select_samples, selection_metrics
+from .raft import RAFTConfig, iteration_prompts, keep_best, load_ranking_reward, read_prompt_file
 
 IGNORE_INDEX = -100  # the label transformers' LM loss skips
 VERIFIER = "shapes-arithmetic-verifier"
@@ -75,11 +75,10 @@ class TextRAFT:
         completions = self.sample(prompts, generator)
         repeated = [prompt for prompt in prompts for _ in range(config.num_samples_per_prompt)]
         rewards = self.reward(completions, repeated).reward.float().cpu().view(len(prompts), -1)
-        winners = gather_winners(accelerator, rewards, config.keep_per_prompt) if config.global_top_fraction else None
-        keep, skipped = select_samples(rewards, config.keep_per_prompt, config.global_top_fraction, winners)
+        keep, metrics = keep_best(accelerator, rewards, config)
         k = config.num_samples_per_prompt
         examples = [{"prompt": prompts[p], "completion": completions[p * k + j]} for p, j in keep.nonzero().tolist()]
-        return Collected(examples * config.num_epochs, selection_metrics(rewards, keep, skipped))
+        return Collected(examples * config.num_epochs, metrics)
 
     def loss(self, module, examples: list[dict], generator: torch.Generator) -> torch.Tensor:
         batch = completion_batch(self.tokenizer, [e["prompt"] for e in examples], [e["completion"] for e in examples],
@@ -88,8 +87,8 @@ class TextRAFT:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Held-out exact-answer accuracy, sampled at the training temperature and greedy, with the
-        reward's mean on the sampled completions beside it (only the reward without a task)."""
+        """The ranking reward's mean on held-out completions sampled at the training temperature; on
+        the arithmetic task also their exact-answer accuracy, and that of greedy completions."""
         generator = torch.Generator().manual_seed(self.config.seed)
         prompts = self.eval_prompts or self.pool[: self.config.num_eval_prompts]
         sampled = self.sample(prompts, generator, temperature=self.config.temperature)
@@ -102,7 +101,7 @@ class TextRAFT:
         return metrics
 
     def save_pretrained(self, directory: Path) -> None:
-        """A LoRA run saves the adapter (``model.load_adapter(directory)`` on the base restores it);
+        """A LoRA run saves the adapter (``PeftModel.from_pretrained(base, directory)`` restores it);
         a full fine-tune saves the model. The tokenizer goes beside either."""
         self.model.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
