@@ -61,18 +61,23 @@ def images(args) -> dict:
     print(f"\nRAFT on {config.model}, reward {config.reward}: {config.num_iterations} iterations of "
           f"{config.prompts_per_iteration} prompts x {config.num_samples_per_prompt} samples, {minutes:.1f} min; "
           f"held-out ShapesEval, {args.per_category} prompts per category")
+    return {"minutes": minutes, "config": config.__dict__, "history": history, **gain_table(base, tuned, "RAFT")}
+
+
+def gain_table(base, tuned, method: str) -> dict:
+    """Print ShapesEval per category before and after ``method`` with the proxy's mean beside it,
+    flag reward hacking, and return both evaluations."""
     categories = list(base.report.accuracy)
     rows = [[c, f"{base.report.accuracy[c]:.3f}", f"{tuned.report.accuracy[c]:.3f}",
              f"{(tuned.report.accuracy[c] - base.report.accuracy[c]) * 100:+.1f}"] for c in categories]
     gain = tuned.report.overall - base.report.overall
     rows.append(["overall", f"{base.report.overall:.3f}", f"{tuned.report.overall:.3f}", f"{gain * 100:+.1f}"])
     rows.append(["shapes-clip (mean)", f"{base.proxy_mean:.4f}", f"{tuned.proxy_mean:.4f}", f"{tuned.proxy_mean - base.proxy_mean:+.4f}"])
-    print_table(["category", "base", "RAFT", "gain (points)"], rows)
+    print_table(["category", "base", method, "gain (points)"], rows)
     if gain < 0 < tuned.proxy_mean - base.proxy_mean:
         print("the proxy rose while the oracle fell: reward hacking")
-    return {"minutes": minutes, "config": config.__dict__, "history": history,
-            **{name: {"shapes_eval": r.report.accuracy, "overall": r.report.overall, "shapes_clip": r.proxy_mean}
-               for name, r in (("base", base), ("raft", tuned))}}
+    return {name: {"shapes_eval": r.report.accuracy, "overall": r.report.overall, "shapes_clip": r.proxy_mean}
+            for name, r in (("base", base), (method.lower(), tuned))}
 
 
 def text_scores(model, tokenizer, prompts: list[str], verifier, reward_model, seed: int) -> dict:
@@ -148,10 +153,14 @@ def overhead(args) -> dict:
         "hand-written loop": lambda: hand_written_iteration(method.pipeline, model, optimizer, reward, prompts, config, sampling, 0),
         "mmalign raft()": through_mmalign,
     }, repeats=args.repeats)
-    base = timings["hand-written loop"]
     print(f"\nRAFT iteration overhead, {config.model}, {config.prompts_per_iteration} prompts x {config.num_samples_per_prompt}, "
           f"medians of {args.repeats}")
-    print_table(["path", "s/iteration", "ratio"], [[name, f"{t:.2f}", f"{t / base:.3f}"] for name, t in timings.items()])
+    return ratio_table(timings, "s/iteration")
+
+
+def ratio_table(timings: dict[str, float], unit: str, base: str = "hand-written loop") -> dict[str, float]:
+    """Print each path's median time and its ratio to ``base``'s; returns the timings."""
+    print_table(["path", unit, "ratio"], [[name, f"{t:.2f}", f"{t / timings[base]:.3f}"] for name, t in timings.items()])
     return timings
 
 

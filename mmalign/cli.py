@@ -245,7 +245,11 @@ def command_reno(args: argparse.Namespace) -> int:
     return 0
 
 
-TRAINERS = {"raft": ("mmalign.algorithms.raft", "RAFTConfig", "raft")}
+TRAINERS = {
+    "raft": ("mmalign.algorithms.raft", "RAFTConfig", "raft"),
+    "d3po": ("mmalign.algorithms.d3po", "D3POConfig", "d3po"),
+    "prdp": ("mmalign.algorithms.prdp", "PRDPConfig", "prdp"),
+}
 
 
 def command_train(args: argparse.Namespace) -> int:
@@ -268,6 +272,35 @@ def command_train(args: argparse.Namespace) -> int:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in final.items() if k in ("shapes_eval", "accuracy", "eval_proxy") and v is not None)
         print(f"{args.method}: {len(history)} iterations in {output_dir}" + (f"; held-out {scores}" if scores else ""))
         print(f"log {summary['log']}, curves {summary['curves']}")
+    return 0
+
+
+def command_prefs(args: argparse.Namespace) -> int:
+    import pyarrow.parquet
+
+    from .prefs import PreferenceStore
+
+    if not Path(args.store).is_file():  # reading never starts an empty store
+        raise InvalidInputError(f"STORE: {args.store!r} does not exist; pass the .db file of a preference store.")
+    with PreferenceStore(args.store, create=False) as store:
+        if args.prefs_command == "stats":
+            report = {"store": str(store.path), **store.stats()}
+        else:
+            if Path(args.output).suffix != ".parquet":
+                raise InvalidInputError(f"--output: export to a .parquet file, got {args.output!r}.")
+            output = store.export_parquet(args.output)
+            written = pyarrow.parquet.ParquetFile(output).metadata.num_rows  # others may be adding meanwhile
+            report = {"store": str(store.path), "output": str(output), "records": written}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif args.prefs_command == "export":
+        print(f"wrote {report['output']} ({report['records']} pairs)")
+    else:
+        print(f"{report['total']} pairs over {report['prompts']} prompts in {report['store']}")
+        for title in ("choice", "source", "annotator"):
+            print()
+            rows = [[name, str(count)] for name, count in report[f"by_{title}"].items()]
+            print_table([title, "pairs"], rows, file=sys.stdout)  # sys.stdout of now, as print() uses
     return 0
 
 
@@ -338,10 +371,22 @@ def build_parser() -> argparse.ArgumentParser:
     optimise.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_ROOT / "reno"))
     optimise.set_defaults(run=command_reno)
 
+    prefs = commands.add_parser("prefs", help="inspect and export a preference store (labelled image pairs)")
+    prefs_commands = prefs.add_subparsers(dest="prefs_command", metavar="SUBCOMMAND", required=True)
+    prefs_stats = prefs_commands.add_parser("stats", help="count the pairs by choice, source and annotator")
+    prefs_export = prefs_commands.add_parser(
+        "export", help="write the pairs to Parquet, images embedded (datasets.load_dataset('parquet', ...) reads it)")
+    prefs_export.add_argument("--output", required=True, metavar="FILE.parquet")
+    for sub in (prefs_stats, prefs_export):
+        sub.add_argument("store", metavar="STORE", help="the store's .db file")
+        sub.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
+    prefs.set_defaults(run=command_prefs)
+
     train = commands.add_parser(
-        "train", help="fine-tune a model (RAFT); runs under `accelerate launch` too",
+        "train", help="fine-tune a model (RAFT, D3PO, PRDP); runs under `accelerate launch` too",
         description="Fine-tune with a method's config: defaults, then --config FILE (YAML), then key=value overrides. "
-                    "Every key is a field of the method's config class (for RAFT: mmalign.algorithms.RAFTConfig).",
+                    "Every key is a field of the method's config class (mmalign.algorithms.RAFTConfig, D3POConfig, "
+                    "PRDPConfig).",
     )
     train.add_argument("method", choices=sorted(TRAINERS))
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. learning_rate=1e-4 use_lora=false")

@@ -37,6 +37,11 @@ class WeightsNotFoundError(MMAlignError, FileNotFoundError):
     """A weight file is missing or unreadable; the message names the file and how to get it."""
 
 
+class PreferenceStoreError(MMAlignError, RuntimeError):
+    """A preference store cannot be used: locked by another process past the timeout, or a file that
+    is not a store. The file is never repaired or overwritten; the message names it and the fix."""
+
+
 def require(module: str, *, extra: str | None = None, package: str | None = None) -> ModuleType:
     """Import ``module`` or raise :class:`MissingDependencyError` naming what to install."""
     try:

@@ -68,13 +68,16 @@ TRAINING_PANELS = (
     ("proxy reward", ("reward_mean", "reward_kept", "eval_proxy")),
     ("oracle / accuracy", ("shapes_eval", "accuracy")),
     ("loss", ("loss",)),
+    ("implicit preference accuracy", ("implicit_accuracy",)),
+    ("KL to the reference", ("kl_to_reference",)),
 )
 
 
 def training_curves(history: list[dict], path: Path, title: str = "") -> Path:
     """A fine-tune run's log as curves against iteration: the proxy reward (sampled, kept, held-out),
-    the oracle (ShapesEval or a verifier's accuracy) and the loss, one panel each; a panel whose
-    metrics were never logged is left out."""
+    the oracle (ShapesEval or a verifier's accuracy), the loss, and for preference methods the implicit
+    preference accuracy and the KL to the reference, one panel each; a panel whose metrics were never
+    logged is left out."""
     import matplotlib
 
     matplotlib.use("Agg")

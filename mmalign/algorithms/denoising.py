@@ -17,19 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InvalidInputError
-from ..sampling.pipelines import family, prompt_embedding_kwargs
+from ..sampling.pipelines import prompt_embedding_kwargs, require_family
 
 SUPPORTED_FAMILIES = ("StableDiffusionPipeline", "StableDiffusion3Pipeline")
 
 
 def check_supported(pipeline) -> str:
-    name = family(pipeline)
-    if name not in SUPPORTED_FAMILIES:
-        raise InvalidInputError(
-            f"model: fine-tuning supports {', '.join(SUPPORTED_FAMILIES)} components so far, got {name}. "
-            "Fix: pass an SD-class (UNet) or SD3-class (rectified-flow transformer) pipeline."
-        )
-    return name
+    return require_family(pipeline, SUPPORTED_FAMILIES, "fine-tuning with the denoising loss",
+                          "pass an SD-class (UNet) or SD3-class (rectified-flow transformer) pipeline.")
 
 
 def is_flow(scheduler) -> bool:

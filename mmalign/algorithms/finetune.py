@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import shutil
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,7 @@ class FinetuneMethod(Protocol):
 
     def build(self, device: torch.device) -> torch.nn.Module: ...
     def collect(self, iteration: int, generator: torch.Generator, accelerator) -> Collected: ...
-    def loss(self, module: torch.nn.Module, examples: list, generator: torch.Generator) -> torch.Tensor: ...
+    def loss(self, module: torch.nn.Module, examples: list, generator: torch.Generator) -> torch.Tensor | tuple[torch.Tensor, dict]: ...
     def evaluate(self) -> dict: ...
     def save_pretrained(self, directory: Path) -> None: ...
 
@@ -165,11 +166,13 @@ def finetune(method: FinetuneMethod, resume: bool = False, accelerator=None) -> 
     progress = tqdm(range(start, config.num_iterations), initial=start, total=config.num_iterations,
                     desc=method.name, unit="iteration", disable=not accelerator.is_main_process)
     for iteration in progress:
+        started = time.perf_counter()
         generator = iteration_generator(config.seed, iteration, accelerator.process_index)
         collected = method.collect(iteration, generator, accelerator)
-        losses = optimise(accelerator, method, module, optimizer, collected.examples, generator)
+        losses, step_metrics = optimise(accelerator, method, module, optimizer, collected.examples, generator)
         row = {"iteration": iteration + 1, "loss": float(sum(losses) / len(losses)) if losses else float("nan"),
-               "steps": len(losses), **collected.metrics}
+               "steps": len(losses), **collected.metrics, **step_metrics}
+        row["train_seconds"] = time.perf_counter() - started  # collection and optimisation; evaluation is extra
         if config.eval_every and ((iteration + 1) % config.eval_every == 0 or iteration + 1 == config.num_iterations):
             row.update(evaluate_on_main(accelerator, method))
         history.append(row)
@@ -184,8 +187,10 @@ def finetune(method: FinetuneMethod, resume: bool = False, accelerator=None) -> 
     return history
 
 
-def optimise(accelerator, method, module, optimizer, examples: list, generator: torch.Generator) -> list[float]:
-    """One pass over the collected examples in shuffled minibatches. With several processes the
+def optimise(accelerator, method, module, optimizer, examples: list, generator: torch.Generator) -> tuple[list[float], dict]:
+    """One pass over the collected examples in shuffled minibatches; returns each step's loss and
+    the mean of the metrics the method's loss reports beside it (``loss`` may return ``(loss, metrics)``,
+    as D3PO's implicit preference accuracy). With several processes the With several processes the
     examples are first dealt out evenly, since a selection (RAFT's global top fraction) can leave one
     process with none, and data parallelism needs every process in every gradient all-reduce; a
     process one example short cycles through its own. When there are fewer examples than processes,
@@ -199,11 +204,14 @@ def optimise(accelerator, method, module, optimizer, examples: list, generator: 
     steps = 0 if int(counts.min()) == 0 else math.ceil(int(counts.max()) / config.train_batch_size)
     module.train()
     order = torch.randperm(len(examples), generator=generator).tolist() if examples else []
-    losses = []
+    losses, metrics = [], {}
     for step in range(steps):
         picks = [order[(step * config.train_batch_size + i) % len(order)] for i in range(min(config.train_batch_size, len(order)))]
         with accelerator.accumulate(module):
             loss = method.loss(module, [examples[i] for i in picks], generator)
+            loss, reported = loss if isinstance(loss, tuple) else (loss, {})
+            for name, value in reported.items():
+                metrics.setdefault(name, []).append(float(accelerator.gather(torch.as_tensor(value, dtype=torch.float32, device=accelerator.device)[None]).mean()))
             accelerator.backward(loss)
             if accelerator.sync_gradients and config.max_grad_norm:
                 accelerator.clip_grad_norm_(module.parameters(), config.max_grad_norm)
@@ -211,7 +219,7 @@ def optimise(accelerator, method, module, optimizer, examples: list, generator: 
             optimizer.zero_grad(set_to_none=True)
         losses.append(float(accelerator.gather(loss.detach()[None]).mean()))
     module.eval()
-    return losses
+    return losses, {name: sum(values) / len(values) for name, values in metrics.items()}
 
 
 def evaluate_on_main(accelerator, method) -> dict:

@@ -41,6 +41,14 @@ def family(pipeline) -> str:
     return STOCK_PIPELINES[name]
 
 
+def require_family(pipeline, families: tuple[str, ...], what: str, fix: str) -> str:
+    """``pipeline``'s family, refused with ``fix`` unless it is one of ``families``."""
+    name = family(pipeline)
+    if name not in families:
+        raise InvalidInputError(f"model: {what} supports {', '.join(families)} components, got {name}. Fix: {fix}")
+    return name
+
+
 def stock_pipeline(pipeline):
     """``pipeline`` itself when it is a stock diffusers class, else the stock pipeline of its family
     on the same components, shared, not copied. (``from_pipe`` would also cast them to fp32.)"""

@@ -225,10 +225,8 @@ def test_groups_with_no_scored_sample_are_skipped_and_counted(tiny_models, tmp_p
     assert collected.examples == [] and collected.metrics["skipped_groups"] == 4 and math.isnan(collected.metrics["reward_mean"])
 
 
-@pytest.mark.slow
-def test_two_processes_train_one_model(tiny_models, tmp_path):
-    """Real data parallelism on the CPU: two processes in one gloo group, each sampling its half of
-    the prompts, end with the same weights (their gradients were averaged)."""
+def train_on_two_processes(model_dir, output_dir, method: str = "raft") -> list[dict]:
+    """Run ``distributed_raft.py`` for ``method`` under ``torchrun --nproc_per_node 2``; each rank's result."""
     import os
     import subprocess
     import sys
@@ -236,11 +234,18 @@ def test_two_processes_train_one_model(tiny_models, tmp_path):
 
     script = Path(__file__).with_name("distributed_raft.py")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(script), tiny_models["sd"], str(tmp_path)]
+               str(script), model_dir, str(output_dir), method]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{i}.pt", weights_only=True) for i in range(2)]
+    return [torch.load(Path(output_dir) / f"rank{i}.pt", weights_only=True) for i in range(2)]
+
+
+@pytest.mark.slow
+def test_two_processes_train_one_model(tiny_models, tmp_path):
+    """Real data parallelism on the CPU: two processes in one gloo group, each sampling its half of
+    the prompts, end with the same weights (their gradients were averaged)."""
+    ranks = train_on_two_processes(tiny_models["sd"], tmp_path)
     assert [r["world_size"] for r in ranks] == [2, 2] and [r["rank"] for r in ranks] == [0, 1]
     assert ranks[0]["lora"].keys() == ranks[1]["lora"].keys() and ranks[0]["lora"]
     for name, value in ranks[0]["lora"].items():

@@ -49,3 +49,25 @@ def test_a_lora_from_another_base_is_refused(tiny_sd, tmp_path):
     result = mmalign("generate", "--model", tiny_sd, "--lora", tmp_path / "run", "--prompt", "a red circle",
                      "--output-dir", tmp_path / "images")
     assert result.returncode == 2 and "--lora" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("method, extra", [("d3po", []), ("prdp", ["samples_per_prompt=2", "beta=1.0"])])
+def test_train_d3po_and_prdp_from_the_command_line(method, extra, tiny_sd, tmp_path):
+    result = mmalign("train", method, f"model={tiny_sd}", f"output_dir={tmp_path / 'run'}", "num_iterations=1",
+                     "prompts_per_iteration=2", "num_inference_steps=2", "guidance_scale=2.0", "rank=2", "eval_every=0",
+                     "report_to=none", "reward=jpeg-compressibility", "train_batch_size=2", *extra, "--json")
+    assert result.returncode == 0, result.stderr
+    final = json.loads(result.stdout)["final"]
+    assert final["kl_to_reference"] == 0.0 and 0 <= final["implicit_accuracy"] <= 1
+    assert (tmp_path / "run" / "pytorch_lora_weights.safetensors").is_file()
+
+
+@pytest.mark.parametrize("method, args, message", [
+    ("d3po", ["eta=0"], "eta: must be > 0"),
+    ("prdp", ["beta=0"], "beta: must be > 0"),
+    ("d3po", ["preferences=missing.jsonl"], "missing.jsonl"),
+])
+def test_bad_d3po_and_prdp_input_is_one_line(method, args, message, tiny_sd, tmp_path):
+    result = mmalign("train", method, f"model={tiny_sd}", f"output_dir={tmp_path / 'run'}", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
