@@ -12,6 +12,7 @@ this file holds D3PO's config, loss and data collection.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -102,8 +103,9 @@ def d3po_loss(policy_chosen: Tensor, reference_chosen: Tensor, policy_rejected: 
 
 
 def clamped_log_ratio(policy: Tensor, reference: Tensor, clip_range: float) -> Tensor:
-    """``log clamp(πθ/πref, 1−ε, 1+ε)`` from log-probabilities."""
-    return torch.exp(policy.float() - reference.float()).clamp(1 - clip_range, 1 + clip_range).log()
+    """``log clamp(πθ/πref, 1−ε, 1+ε)`` from log-probabilities, clamped in log space: the same value
+    and the same zero gradient outside the band, without ``exp`` overflowing to a NaN gradient."""
+    return (policy.float() - reference.float()).clamp(math.log(1 - clip_range), math.log(1 + clip_range))
 
 
 def simulated_choices(rewards: Tensor) -> Tensor:
@@ -149,7 +151,7 @@ class D3PO(TrajectoryMethod):
                 examples.append({"step": j, "text": {key: value[p].clone() for key, value in conditioning.items()},
                                  **{f"{side}_latents": data["latents"][p, j : j + 2].clone() for side, data in sides(chosen, rejected)},
                                  **{f"{side}_reference": data["ref_log_probs"][p, j].clone() for side, data in sides(chosen, rejected)}})
-        return Collected(examples * config.num_epochs, metrics)
+        return Collected(examples, metrics, passes=config.num_epochs)
 
     @torch.no_grad()
     def simulated_pairs(self, prompts: list[str], generator: torch.Generator):

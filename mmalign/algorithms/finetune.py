@@ -104,10 +104,12 @@ class FinetuneConfig:
 
 @dataclass
 class Collected:
-    """What a method collected in one iteration: its training examples (on this process) and metrics."""
+    """What a method collected in one iteration: its training examples (on this process), metrics,
+    and how many passes to make over the examples, each in a fresh order (PRDP's K, D3PO's epochs)."""
 
     examples: list
     metrics: dict
+    passes: int = 1
 
 
 class FinetuneMethod(Protocol):
@@ -169,7 +171,7 @@ def finetune(method: FinetuneMethod, resume: bool = False, accelerator=None) -> 
         started = time.perf_counter()
         generator = iteration_generator(config.seed, iteration, accelerator.process_index)
         collected = method.collect(iteration, generator, accelerator)
-        losses, step_metrics = optimise(accelerator, method, module, optimizer, collected.examples, generator)
+        losses, step_metrics = optimise(accelerator, method, module, optimizer, collected.examples, generator, collected.passes)
         row = {"iteration": iteration + 1, "loss": float(sum(losses) / len(losses)) if losses else float("nan"),
                "steps": len(losses), **collected.metrics, **step_metrics}
         row["train_seconds"] = time.perf_counter() - started  # collection and optimisation; evaluation is extra
@@ -187,10 +189,11 @@ def finetune(method: FinetuneMethod, resume: bool = False, accelerator=None) -> 
     return history
 
 
-def optimise(accelerator, method, module, optimizer, examples: list, generator: torch.Generator) -> tuple[list[float], dict]:
-    """One pass over the collected examples in shuffled minibatches; returns each step's loss and
-    the mean of the metrics the method's loss reports beside it (``loss`` may return ``(loss, metrics)``,
-    as D3PO's implicit preference accuracy). With several processes the With several processes the
+def optimise(accelerator, method, module, optimizer, examples: list, generator: torch.Generator,
+             passes: int = 1) -> tuple[list[float], dict]:
+    """``passes`` passes over the collected examples, each in shuffled minibatches; returns each step's
+    loss and the mean of the metrics the method's loss reports beside it (``loss`` may return
+    ``(loss, metrics)``, as D3PO's implicit preference accuracy). With several processes the
     examples are first dealt out evenly, since a selection (RAFT's global top fraction) can leave one
     process with none, and data parallelism needs every process in every gradient all-reduce; a
     process one example short cycles through its own. When there are fewer examples than processes,
@@ -203,10 +206,12 @@ def optimise(accelerator, method, module, optimizer, examples: list, generator: 
     counts = accelerator.gather(torch.tensor([len(examples)], device=accelerator.device))
     steps = 0 if int(counts.min()) == 0 else math.ceil(int(counts.max()) / config.train_batch_size)
     module.train()
-    order = torch.randperm(len(examples), generator=generator).tolist() if examples else []
     losses, metrics = [], {}
-    for step in range(steps):
-        picks = [order[(step * config.train_batch_size + i) % len(order)] for i in range(min(config.train_batch_size, len(order)))]
+    for step in range(steps * passes):
+        if step % steps == 0:
+            order = torch.randperm(len(examples), generator=generator).tolist()
+        within = step % steps
+        picks = [order[(within * config.train_batch_size + i) % len(order)] for i in range(min(config.train_batch_size, len(order)))]
         with accelerator.accumulate(module):
             loss = method.loss(module, [examples[i] for i in picks], generator)
             loss, reported = loss if isinstance(loss, tuple) else (loss, {})
@@ -252,6 +257,7 @@ def save_checkpoint(accelerator, output_dir: Path, iteration: int, history: list
         accelerator.save_state(str(staging))
     finally:
         accelerate_saver.setLevel(level)
+    accelerator.wait_for_everyone()  # every process's RNG state is in the staging folder before it is renamed
     if accelerator.is_main_process:
         state = {"iteration": iteration, "method": method.name, "model": method.config.model,
                  "config": to_dict(method.config), "history": history}

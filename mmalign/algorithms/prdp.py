@@ -50,13 +50,17 @@ class PRDPConfig(TrajectoryConfig):
     Method:
         beta: β of the target Δr/β (Eq. 14). 10, from the paper's KL-regularisation study (Sec. 4.4,
             App. C: β = 10 keeps text–image alignment); Table 4's 3e-6…3e-5 go with its code's
-            mean over steps and its rewards' scale.
+            mean over steps and its rewards' scale. β is relative to how log-probs are reduced: Eq. 19
+            sums full densities, so with ``log_prob_reduction="mean"`` the same β means a D-fold
+            (latent size) weaker regularisation; scale β to your reward and reduction.
         clip_range: ε, each step's log-ratio to the reference is clipped to within ε of the
             sampling model's (Eq. 20), i.e. log πθ/πθ_old to ±ε; the loss is the max of the clipped
             and unclipped squared errors (Eq. 18). 1e-4 (Table 4).
         step_reduction: r̂ over steps: "sum" (Eq. 19) or "mean" (the paper's App. G code).
-        gradient_steps_per_iteration: K, gradient steps on each epoch's samples, θ_old being the
-            model that sampled them: their log-probs are stored at sampling time, not a third model (1).
+        gradient_steps_per_iteration: K, passes over each epoch's samples, θ_old being the model that
+            sampled them: their log-probs are stored at sampling time, not a third model (1). With
+            ``train_batch_size`` equal to ``prompts_per_iteration`` (the default), a pass is one
+            gradient step on the whole epoch, as in Algorithm 1.
 
     Training: learning_rate 7e-6 and adam_weight_decay 1e-4 (Table 4; the paper fine-tunes all of the
     UNet, mmalign a LoRA, whose disabled adapters are the reference); train_batch_size 64 prompt
@@ -115,7 +119,7 @@ def prdp_loss(log_ratios: Tensor, old_log_ratios: Tensor, rewards: Tensor, beta:
     target = torch.nan_to_num(target)
     errors = torch.maximum((pair_difference(predicted) - target) ** 2, (pair_difference(predicted_clipped) - target) ** 2)
     count = valid.sum()
-    loss = (errors * valid).sum() / count.clamp(min=1)
+    loss = torch.where(valid, errors, torch.zeros_like(errors)).sum() / count.clamp(min=1)
     with torch.no_grad():
         agree = (torch.sign(pair_difference(predicted)) == torch.sign(target)) & valid
         metrics = {"implicit_accuracy": float(agree.sum() / count.clamp(min=1)),
@@ -148,7 +152,7 @@ class PRDP(TrajectoryMethod):
                     for p in range(len(prompts))]
         metrics = {"reward_mean": float(rewards.nanmean()), "reward_std_in_group": float(rewards.std(1).nanmean()),
                    "kl_to_reference": float(trajectories.kl.mean())}
-        return Collected(examples * config.gradient_steps_per_iteration, metrics)
+        return Collected(examples, metrics, passes=config.gradient_steps_per_iteration)
 
     def loss(self, module, examples: list[dict], generator: torch.Generator):
         groups, (b, steps_plus_one) = len(examples), examples[0]["latents"].shape[:2]

@@ -80,7 +80,9 @@ def initial_noise(pipeline, batch_size: int, generator: torch.Generator | None =
         shape = (batch_size, (rows // 2) * (columns // 2), model.config.in_channels)
     else:
         shape = (batch_size, model.config.in_channels, rows, columns)
-    return torch.randn(shape, generator=generator, device=pipeline.device, dtype=model.dtype)
+    # drawn on the generator's own device (a CPU generator cannot draw on CUDA), then moved
+    source = generator.device if generator is not None else pipeline.device
+    return torch.randn(shape, generator=generator, device=source, dtype=model.dtype).to(pipeline.device)
 
 
 @torch.no_grad()

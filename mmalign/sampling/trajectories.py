@@ -157,7 +157,8 @@ def sample_trajectories(pipeline, prompts: list[str], num_inference_steps: int =
         step = ddim_step(scheduler, output, t, t_prev, x, eta, generator=generator, reduction=log_prob_reduction)
         if with_reference:
             with adapters_disabled(model):
-                reference = guided_prediction(model, x, timestep, conditioning, unconditional, guidance_scale)
+                reference = guided_prediction(model, scheduler.scale_model_input(x, t), timestep, conditioning,
+                                              unconditional, guidance_scale)
             ref_step = ddim_step(scheduler, reference, t, t_prev, x, eta, prev_sample=step.prev_sample, reduction=log_prob_reduction)
             ref_log_probs.append(ref_step.log_prob.cpu())
             kl.append(gaussian_kl(step.mean, ref_step.mean, step.std, log_prob_reduction).cpu())
@@ -206,7 +207,8 @@ def posterior_trajectories(scheduler, x0: Tensor, noise_rows: Tensor, generator:
     the model's own path (Wallace et al., CVPR 2024, Sec. 4).
 
     ``noise_rows[b]`` names the noise stream of row ``b``: rows with the same value share every noise
-    draw (a preference pair's two images share their start and their steps, as D3PO's pairs do)."""
+    draw (a preference pair's two images, as D3PO's pairs share theirs); their ``x_T`` then differ
+    only by ``√ᾱ_T·(x_0 − x_0')``, which is small at the first timestep."""
     streams = int(noise_rows.max()) + 1
     previous = previous_timesteps(scheduler)
     alphas = scheduler.alphas_cumprod.float()

