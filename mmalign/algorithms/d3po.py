@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..errors import InvalidInputError
 from ..sampling.pipelines import initial_noise
-from ..sampling.trajectories import encode_images, posterior_trajectories
+from ..sampling.trajectories import encode_images, posterior_trajectories, text_conditioning
 from .finetune import Collected
 from .raft import iteration_prompts, load_ranking_reward
 from .trajectory_method import TrajectoryConfig, TrajectoryMethod
@@ -173,8 +173,6 @@ class D3PO(TrajectoryMethod):
     @torch.no_grad()
     def recorded_pairs(self, indices: list[int], generator: torch.Generator):
         """The labelled pairs ``indices`` of the preference set, each given one shared forward path."""
-        from ..sampling.trajectories import text_conditioning
-
         pairs = [self.pairs[i] for i in indices]
         images = torch.stack([image for pair in pairs for image in
                               ((pair.left, pair.right) if pair.choice == "left" else (pair.right, pair.left))])
@@ -182,9 +180,9 @@ class D3PO(TrajectoryMethod):
         paths = posterior_trajectories(self.scheduler, x0, torch.arange(len(pairs)).repeat_interleave(2), generator,
                                        self.config.eta)
         conditioning, _ = text_conditioning(self.pipeline, [pair.prompt for pair in pairs])
+        per_image = {k: v.repeat_interleave(2, 0) for k, v in conditioning.items()}
         steps = torch.arange(self.config.num_inference_steps)
-        reference = torch.stack([self.reference_log_probs(paths[:, j], paths[:, j + 1], steps[j].repeat(len(paths)),
-                                                          {k: v.repeat_interleave(2, 0) for k, v in conditioning.items()})
+        reference = torch.stack([self.reference_log_probs(paths[:, j], paths[:, j + 1], steps[j].repeat(len(paths)), per_image)
                                  for j in steps.tolist()], 1)
         side = lambda offset: {"latents": paths[offset::2], "ref_log_probs": reference[offset::2]}  # noqa: E731
         return side(0), side(1), {k: v.cpu() for k, v in conditioning.items()}, {"pairs": len(pairs)}
