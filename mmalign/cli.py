@@ -14,17 +14,6 @@ from .errors import InvalidInputError, MMAlignError
 DEFAULT_OUTPUT_ROOT = Path("mmalign_outputs")
 
 
-def parse_weighted_name(text: str) -> tuple[str, float]:
-    """``"clip=0.5"`` to ("clip", 0.5); a name without ``=WEIGHT`` weighs 1."""
-    name, separator, weight = text.rpartition("=")
-    if separator:
-        try:
-            return name, float(weight)
-        except ValueError:
-            pass
-    return text, 1.0
-
-
 def print_table(header: list[str], rows: list[list[str]], file=sys.stdout) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     for line in [header, ["-" * w for w in widths], *rows]:
@@ -85,7 +74,7 @@ def command_score(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from .rewards import WeightedSum, load_reward
+    from .rewards import WeightedSum, load_reward, parse_weighted_name
     from .rewards.inputs import load_image
 
     if args.batch_size < 1:
@@ -124,30 +113,13 @@ def command_score(args: argparse.Namespace) -> int:
 
 def open_model(args: argparse.Namespace):
     """Check the sampling arguments, then the output folder and the pipeline of a sampling command."""
-    from .models import load_pipeline
+    from .models import load_lora, load_pipeline
 
     check_sampling(args)
     output_dir, pipeline = prepare_output_dir(args.output_dir), load_pipeline(args.model, args.device)
     if getattr(args, "lora", None):
         load_lora(pipeline, args.lora, args.model)
     return output_dir, pipeline
-
-
-def load_lora(pipeline, directory: str, model: str) -> None:
-    """Attach the LoRA a fine-tune saved in ``directory`` (``pytorch_lora_weights.safetensors``)."""
-    folder = Path(directory)
-    if not (folder / "pytorch_lora_weights.safetensors").is_file():
-        raise InvalidInputError(f"--lora: {directory!r} holds no pytorch_lora_weights.safetensors "
-                                "(the output_dir of `mmalign train` does, once training has finished).")
-    from .sampling.pipelines import denoiser
-
-    mismatch = f"--lora: {directory!r} does not fit {model!r}; was it trained on another base model?"
-    try:
-        pipeline.load_lora_weights(str(folder))
-    except (ValueError, RuntimeError, KeyError) as error:
-        raise InvalidInputError(f"{mismatch} ({str(error).splitlines()[0][:200]})") from error
-    if not getattr(denoiser(pipeline), "peft_config", None):  # diffusers only warns when no key matches
-        raise InvalidInputError(f"{mismatch} None of its weights matches this model's layers.")
 
 
 def sampling_kwargs(args: argparse.Namespace, fallback: dict | None = None) -> dict:
@@ -204,7 +176,7 @@ def command_reno(args: argparse.Namespace) -> int:
 
     from .algorithms import ReNOConfig, reno
     from .reports import comparison_sheet, reward_curve
-    from .rewards import load_reward
+    from .rewards import load_reward, parse_weighted_name
 
     if args.iterations < 0:
         raise InvalidInputError(f"--iterations: must be at least 0, got {args.iterations}.")
@@ -258,6 +230,14 @@ def command_train(args: argparse.Namespace) -> int:
     from .config import load_config
 
     module_name, config_name, function_name = TRAINERS[args.method]
+    if args.prefs is not None:
+        if args.method != "d3po":
+            raise InvalidInputError(f"--prefs: only D3PO trains on labelled pairs, not {args.method}. "
+                                    "Fix: `mmalign train d3po --prefs STORE`.")
+        if not Path(args.prefs).is_file():
+            raise InvalidInputError(f"--prefs: {args.prefs!r} does not exist; pass a preference store (.db) or a "
+                                    "JSONL/Parquet file of pairs (the demo's store is printed under its buttons).")
+        args.overrides = [*args.overrides, f"preferences={args.prefs}"]
     module = importlib.import_module(module_name)
     config = load_config(getattr(module, config_name), args.config, args.overrides)
     history = getattr(module, function_name)(config, resume=args.resume)
@@ -301,6 +281,21 @@ def command_prefs(args: argparse.Namespace) -> int:
             print()
             rows = [[name, str(count)] for name, count in report[f"by_{title}"].items()]
             print_table([title, "pairs"], rows, file=sys.stdout)  # sys.stdout of now, as print() uses
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoSession, app_module
+
+    check_device(args.device)
+    if args.port is not None and not 0 < args.port < 65536:
+        raise InvalidInputError(f"--port: must lie in 1–65535, got {args.port}.")
+    app = app_module()  # before the model loads: a missing gradio is reported at once
+    session = DemoSession(args.model, lora=args.lora, rewards=",".join(args.reward or ["shapes-clip"]),
+                          store=args.store, output_dir=prepare_output_dir(args.output_dir), device=args.device)
+    print(f"mmalign demo: serving {args.model} on {args.host} (Ctrl+C stops it); labels go to {session.store.path}",
+          file=sys.stderr)
+    app.launch(session, host=args.host, port=args.port)
     return 0
 
 
@@ -392,8 +387,28 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. learning_rate=1e-4 use_lora=false")
     train.add_argument("--config", default=None, help="a YAML file of config keys")
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    train.add_argument("--prefs", default=None, metavar="STORE",
+                       help="D3PO only: train on the pairs labelled in this store (.db) or JSONL/Parquet file "
+                            "(the same as preferences=STORE)")
     train.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
     train.set_defaults(run=command_train)
+
+    demo = commands.add_parser(
+        "demo", help="the Gradio demo: base against aligned side by side, with votes into a preference store",
+        description="Serve the side-by-side demo (needs the demo extra: pip install 'mmalign[demo]'). It binds "
+                    "to 127.0.0.1 with no share link unless --host says otherwise.")
+    demo.add_argument("--model", default="shapes-turbo",
+                      help=f"a shipped model ({', '.join(SHIPPED_MODELS)}), a pipeline folder or a hub id")
+    demo.add_argument("--lora", default=None, metavar="DIR", help="a fine-tune's output_dir, compared with its base")
+    demo.add_argument("--reward", action="append", metavar="NAME[=WEIGHT]",
+                      help="the rewards shown and optimised, optionally weighted; repeat to combine (default: shapes-clip)")
+    demo.add_argument("--store", default=None, help="the preference store's .db file (default: OUTPUT_DIR/preferences.db)")
+    demo.add_argument("--host", default="127.0.0.1", help="the address to bind; 0.0.0.0 exposes the demo to your network")
+    demo.add_argument("--port", type=int, default=None, help="default: Gradio's (7860, or the next free port)")
+    demo.add_argument("--device", default="cpu")
+    demo.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_ROOT / "demo"),
+                      help="the store and the images the page shows; the only files it serves")
+    demo.set_defaults(run=command_demo)
     return parser
 
 

@@ -126,3 +126,24 @@ def load_causal_lm(name_or_path: str, device: str = "cpu", dtype=None, trust_rem
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(device).eval(), tokenizer
+
+
+def load_lora(pipeline, directory: str, model: str, adapter_name: str | None = None) -> None:
+    """Attach the LoRA a fine-tune saved in ``directory`` (``pytorch_lora_weights.safetensors``) to
+    ``pipeline``, the pipeline of ``model``. A folder that does not fit raises, and then the pipeline
+    holds no LoRA at all (a half-loaded adapter would silently change every later image)."""
+    folder = Path(directory).expanduser()
+    if not (folder / "pytorch_lora_weights.safetensors").is_file():
+        raise InvalidInputError(f"--lora: {directory!r} holds no pytorch_lora_weights.safetensors "
+                                "(the output_dir of `mmalign train` does, once training has finished).")
+    from .sampling.pipelines import denoiser
+
+    mismatch = f"--lora: {directory!r} does not fit {model!r}; was it trained on another base model?"
+    try:
+        pipeline.load_lora_weights(str(folder), adapter_name=adapter_name)
+    except (ValueError, RuntimeError, KeyError) as error:
+        pipeline.unload_lora_weights()
+        raise InvalidInputError(f"{mismatch} ({str(error).splitlines()[0][:200]})") from error
+    if not getattr(denoiser(pipeline), "peft_config", None):  # diffusers only warns when no key matches
+        pipeline.unload_lora_weights()
+        raise InvalidInputError(f"{mismatch} None of its weights matches this model's layers.")

@@ -10,11 +10,9 @@ Here the same classes are importable, for ``ReNOPipeline.from_pipe(pipe)`` and t
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
-from ._resources import resource_dir
+from ._resources import import_shipped_file, resource_dir
 from .errors import InvalidInputError
 
 PIPELINE_CLASSES = {"reno": "ReNOPipeline", "best_of_n": "BestOfNPipeline"}
@@ -29,11 +27,5 @@ def pipelines_path(name: str) -> str:
 
 def pipeline_class(name: str):
     """The ``DiffusionPipeline`` subclass a shipped file defines, imported once."""
-    module_name = f"mmalign_community_{name}"
-    module = sys.modules.get(module_name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(module_name, Path(pipelines_path(name)))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+    module = import_shipped_file(f"mmalign_community_{name}", Path(pipelines_path(name)))
     return getattr(module, PIPELINE_CLASSES[name])

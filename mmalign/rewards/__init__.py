@@ -7,7 +7,7 @@
 from .base import Reward, RewardOutput, RewardSpec
 from .card import RewardCard
 from .composition import Ensemble, PreferenceStrength, RewardLoss, WeightedSum, as_loss, weighted_objective
-from .registry import list_rewards, load_reward
+from .registry import list_rewards, load_reward, parse_weighted_name
 from .sequence_classification import SequenceClassificationReward
 from .text import ExactAnswerVerifier, TextReward
 from .transforms import Affine, Clamp, LogSigmoidCentered, PPOCCalibration, UncertaintyWeighted, ZScore
@@ -36,5 +36,6 @@ __all__ = [
     "as_trl_reward_func",
     "list_rewards",
     "load_reward",
+    "parse_weighted_name",
     "weighted_objective",
 ]

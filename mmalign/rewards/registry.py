@@ -136,3 +136,15 @@ def load_reward(name: str, **kwargs) -> Reward:
         raise InvalidInputError(f"reward {name!r}: bad loader arguments (card args {card.args}, given {sorted(kwargs)}): {error}") from error
     reward.card = card
     return reward
+
+
+def parse_weighted_name(text: str) -> tuple[str, float]:
+    """``"clip=0.5"`` to ("clip", 0.5); a name without ``=WEIGHT`` weighs 1 (the CLI's and the demo's
+    ``NAME[=WEIGHT]``)."""
+    name, separator, weight = text.rpartition("=")
+    if separator:
+        try:
+            return name, float(weight)
+        except ValueError:
+            pass
+    return text, 1.0
