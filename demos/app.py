@@ -55,15 +55,14 @@ def build_app(session: DemoSession) -> gr.Blocks:
     os.environ["GRADIO_TEMP_DIR"] = str((session.output_dir / "gradio").resolve())  # read when Blocks is built
 
     def generate(prompt, seed, method, rewards, iterations, num_candidates, reveal,
-                 progress=gr.Progress(track_tqdm=True)):
+                 progress=gr.Progress(track_tqdm=True)):  # Gradio shows ReNO's and best-of-N's tqdm bars through it
         comparison = session.compare(prompt, seed, method, rewards, int(iterations), int(num_candidates))
-        for note in comparison.notes:
-            if note.startswith("The prompt is"):
-                gr.Warning(note)
+        for warning in comparison.warnings:
+            gr.Warning(warning)
         curve = pd.DataFrame(comparison.curve, columns=["iteration", "reward", "value"]) if comparison.curve else EMPTY_CURVE
         return (comparison, *pair_images(comparison, reveal),
                 comparison.score_rows(), gr.LinePlot(value=curve, visible=bool(comparison.curve)),
-                "Which is better? " + " ".join(comparison.notes))
+                "Which is better? " + " ".join(comparison.notes + comparison.warnings))
 
     def pair_images(comparison: Comparison, reveal: bool):
         return [gr.Image(value=as_pil_image(comparison.image(side), side), label=side_label(comparison, side, reveal))

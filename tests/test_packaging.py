@@ -1,4 +1,4 @@
-"""The wheel carries the reward cards and the community pipelines inside the package."""
+"""The wheel carries the reward cards, the community pipelines and the demo inside the package."""
 
 import subprocess
 import sys
@@ -19,7 +19,8 @@ def test_wheel_ships_cards_and_pipelines(tmp_path):
         assert f"mmalign/_cards/{card.name}" in names
     for pipeline in (ROOT / "pipelines").glob("*.py"):  # not __pycache__, which importing the files writes
         assert f"mmalign/_pipelines/{pipeline.name}" in names
-    assert not any(name.startswith(("rewards/", "pipelines/", "tests/")) for name in names)
+    assert "mmalign/_demos/app.py" in names  # `mmalign demo` imports the page from there
+    assert not any(name.startswith(("rewards/", "pipelines/", "demos/", "tests/")) for name in names)
     # the shapes world's weights ship, its training checkpoints do not
     assert "mmalign/shapes/weights/shapes-clip/open_clip_model.safetensors" in names
     for generator in ("shapes-sd", "shapes-turbo", "shapes-flow"):

@@ -6,6 +6,7 @@ preference store. ``demos/app.py`` puts a Gradio face on it; tests call it direc
 from __future__ import annotations
 
 import random
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,9 @@ LORA_ADAPTER = "aligned"
 class Comparison:
     """One base/aligned pair as shown: images ``[3,H,W]`` in [0,1], the side the aligned image is on
     (drawn at random per pair, so a label never depends on position), ``scores`` per reward head and
-    ``"weighted"`` as (base, aligned), the oracle's ``verdicts`` on the shapes world, and the reward
-    curve of a ReNO run as rows of (iteration, reward name, value)."""
+    ``"weighted"`` as (base, aligned), the oracle's ``verdicts`` on the shapes world, the reward
+    curve of a ReNO run as rows of (iteration, reward name, value), ``notes`` on the run, and
+    ``warnings`` about the input."""
 
     prompt: str
     seed: int
@@ -40,6 +42,7 @@ class Comparison:
     verdicts: tuple[str, str] | None = None
     curve: list[tuple[int, str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     label_id: int | None = None
 
     def image(self, side: str) -> Tensor:
@@ -73,6 +76,7 @@ class DemoSession:
         self.lora: str | None = None
         self._rewards: dict[str, torch.nn.Module] = {}
         self.rng = rng or random.SystemRandom()
+        self._voting = threading.Lock()  # a double click must not label one pair twice
         self.store = PreferenceStore(store or self.output_dir / "preferences.db")
         self.objective(rewards)  # a bad --reward fails at start, not at the first click
         if lora:
@@ -150,8 +154,9 @@ class DemoSession:
             aligned = self.generate(prompt, seed)
         else:
             raise InvalidInputError(f"Method: got {method!r}; pick one of {', '.join(METHODS)}.")
-        notes += self.truncation_notes(prompt)
-        return self.judged(prompt, seed, method, base.float().cpu(), aligned.float().cpu(), objective, curve, notes)
+        comparison = self.judged(prompt, seed, method, base.float().cpu(), aligned.float().cpu(), objective, curve, notes)
+        comparison.warnings += self.truncation_warnings(prompt)
+        return comparison
 
     def judged(self, prompt, seed, method, base, aligned, objective, curve, notes) -> Comparison:
         with torch.no_grad():
@@ -184,7 +189,7 @@ class DemoSession:
                                     f"{MAX_PROMPT_CHARACTERS:,} (text encoders read far fewer). Fix: shorten it.")
         return prompt.strip()
 
-    def truncation_notes(self, prompt: str) -> list[str]:
+    def truncation_warnings(self, prompt: str) -> list[str]:
         tokenizer = getattr(self.pipeline, "tokenizer", None)
         if tokenizer is None:
             return []
@@ -200,13 +205,14 @@ class DemoSession:
         returns the row id. A pair takes one label."""
         if comparison is None:
             raise InvalidInputError("Vote: there is no image pair yet. Fix: press Generate first.")
-        if comparison.label_id is not None:
-            raise InvalidInputError(f"Vote: this pair is already labelled (#{comparison.label_id}). "
-                                    "Fix: press Generate for a new pair.")
         if choice not in CHOICES:
             raise InvalidInputError(f"Vote: got {choice!r}; the labels are {', '.join(CHOICES)}.")
-        comparison.label_id = self.store.add(comparison.prompt, comparison.image("left"), comparison.image("right"),
-                                             choice, annotator=(annotator or "").strip() or "anonymous", source="human")
+        with self._voting:
+            if comparison.label_id is not None:
+                raise InvalidInputError(f"Vote: this pair is already labelled (#{comparison.label_id}). "
+                                        "Fix: press Generate for a new pair.")
+            comparison.label_id = self.store.add(comparison.prompt, comparison.image("left"), comparison.image("right"),
+                                                 choice, annotator=(annotator or "").strip() or "anonymous", source="human")
         return comparison.label_id
 
     def label_count(self) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -154,10 +155,30 @@ def test_a_prompt_past_the_text_encoder_says_what_was_read(session):
     long_prompt = PARTI["longest"][0]  # 389 characters, under the demo's limit
     comparison = session.compare(long_prompt, method="best-of-N", num_candidates=2, progress=False)
     limit = session.pipeline.tokenizer.model_max_length
-    assert any(f"read only its first {limit}" in note for note in comparison.notes)
-    assert not any("read only" in note for note in session.compare(PROMPT, method="best-of-N", progress=False).notes)
+    assert any(f"read only its first {limit}" in warning for warning in comparison.warnings)
+    assert session.compare(PROMPT, method="best-of-N", progress=False).warnings == []
 
 
 def test_a_bad_reward_at_start_fails_before_serving(tmp_path):
     with pytest.raises(MMAlignError, match="unknown reward"):
         DemoSession("shapes-turbo", rewards="no-such-reward", output_dir=tmp_path)
+
+
+def test_a_double_click_labels_a_pair_once(session):
+    comparison = session.compare(PROMPT, method="best-of-N", num_candidates=2, progress=False)
+    start, outcomes = threading.Barrier(8), []
+
+    def click():
+        start.wait()
+        try:
+            outcomes.append(session.vote(comparison, "left"))
+        except InvalidInputError as error:
+            outcomes.append(str(error))
+
+    clicks = [threading.Thread(target=click) for _ in range(8)]
+    for thread in clicks:
+        thread.start()
+    for thread in clicks:
+        thread.join()
+    assert session.label_count() == 1 and sum(isinstance(o, int) for o in outcomes) == 1
+    assert sum("already labelled" in str(o) for o in outcomes) == 7
