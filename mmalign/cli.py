@@ -299,6 +299,27 @@ def command_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_serve_reward(args: argparse.Namespace) -> int:
+    from .rewards import load_reward
+    from .rewards.server import RewardServer
+
+    check_device(args.device)
+    if not 0 <= args.port < 65536:
+        raise InvalidInputError(f"--port: must lie in 0–65535 (0 picks a free one), got {args.port}.")
+    if args.max_batch_size < 1:
+        raise InvalidInputError(f"--max-batch-size: must be at least 1, got {args.max_batch_size}.")
+    reward = load_reward(args.reward, device=args.device)
+    server = RewardServer(reward, args.host, args.port, args.max_batch_size)
+    address = server.url.removeprefix("http://")
+    print(f"mmalign serve-reward: {reward.name} on {server.url}; score with load_reward('remote:{address}') "
+          "(Ctrl+C stops it)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.httpd.server_close()
+    return 0
+
+
 def _format(value: float | None) -> str:
     return "nan" if value is None else f"{value:.4f}"
 
@@ -409,6 +430,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_ROOT / "demo"),
                       help="the store and the images the page shows; the only files it serves")
     demo.set_defaults(run=command_demo)
+
+    serve = commands.add_parser(
+        "serve-reward", help="serve a reward over HTTP, for `remote:HOST:PORT` rewards in another process",
+        description="Serve any reward over HTTP (GET /card, POST /score with safetensors). Training processes "
+                    "score with load_reward('remote:HOST:PORT'). Binds to 127.0.0.1 unless --host says otherwise.")
+    serve.add_argument("reward", metavar="NAME", help="a reward name (see `mmalign rewards`)")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to bind; 0.0.0.0 exposes it to your network")
+    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    serve.add_argument("--device", default="cpu")
+    serve.add_argument("--max-batch-size", type=int, default=64, help="the most samples one request may send")
+    serve.set_defaults(run=command_serve_reward)
     return parser
 
 

@@ -37,6 +37,16 @@ class WeightsNotFoundError(MMAlignError, FileNotFoundError):
     """A weight file is missing or unreadable; the message names the file and how to get it."""
 
 
+class CheckpointMismatchError(WeightsNotFoundError):
+    """A weight file whose keys or shapes do not fit the architecture its card names; the message
+    lists the missing and unexpected keys."""
+
+
+class RemoteRewardError(MMAlignError, ConnectionError):
+    """A ``remote:`` reward's server cannot be reached, did not answer in time, or failed; the
+    message names the address and the fix."""
+
+
 class PreferenceStoreError(MMAlignError, RuntimeError):
     """A preference store cannot be used: locked by another process past the timeout, or a file that
     is not a store. The file is never repaired or overwritten; the message names it and the fix."""

@@ -25,6 +25,7 @@ def test_wheel_ships_cards_and_pipelines(tmp_path):
     assert "mmalign/shapes/weights/shapes-clip/open_clip_model.safetensors" in names
     for generator in ("shapes-sd", "shapes-turbo", "shapes-flow"):
         assert f"mmalign/shapes/weights/{generator}/model_index.json" in names
-    assert not any("checkpoint" in name or name.endswith(".pt") for name in names)
+    assert not any(name.startswith("mmalign/shapes/weights/") and "checkpoint" in name for name in names)
+    assert not any(name.endswith(".pt") for name in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "mmalign = mmalign.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from ..errors import WeightsNotFoundError
 from .hub import download_file
 from .base import Reward, RewardOutput, RewardSpec
 from .card import RewardCard
+from .checkpoints import read_state_dict
 from .clip import OpenCLIPEncoder, parse_variant
 
 AESTHETIC_SPEC = RewardSpec(
@@ -45,23 +45,8 @@ class AestheticMLP(nn.Module):
 
 
 def load_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Weights from ``.safetensors``, or from a torch file read with ``weights_only=True``."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsNotFoundError(
-            f"weights: {str(path)!r} does not exist. Fix: download {DEFAULT_HEAD[1]} from the Hugging Face "
-            f"repo {DEFAULT_HEAD[0]} and pass its path as `weights=`."
-        )
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # corrupt, or a pickle that is more than weights: name the file
-        raise WeightsNotFoundError(
-            f"weights: {str(path)!r} cannot be read as safetensors or as a weights-only torch file ({error})."
-        ) from error
+    return read_state_dict(path, fix=f"download {DEFAULT_HEAD[1]} from the Hugging Face repo {DEFAULT_HEAD[0]} "
+                                    "and pass its path as `weights=`")
 
 
 class AestheticScore(Reward):

@@ -13,6 +13,7 @@ normalised units, about one uint8 step (0.015), since PIL rounds to uint8; score
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,7 +39,14 @@ def parse_variant(variant: str) -> tuple[str, str | None]:
 
 
 class OpenCLIPEncoder(nn.Module):
-    """An open_clip model with its tokenizer and a torch copy of its eval preprocessing."""
+    """An open_clip model with its tokenizer and a torch copy of its eval preprocessing.
+
+    Rewards on the same backbone share it: while one encoder of an (architecture, weights, device,
+    precision) is alive, :meth:`from_pretrained` returns it instead of loading a second copy (CLIP
+    ViT-L/14 under both ``clip`` and ``laion-aesthetic``, say). Rewards are frozen, so sharing is safe.
+    """
+
+    _loaded: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
     def __init__(self, model: nn.Module, tokenizer, preprocess_cfg: dict):
         super().__init__()
@@ -61,6 +69,9 @@ class OpenCLIPEncoder(nn.Module):
         precision: str = "fp32",
         cache_dir: str | None = None,
     ) -> OpenCLIPEncoder:
+        key = (model_name, pretrained, str(torch.device(device or "cpu")), precision, cache_dir)
+        if (shared := cls._loaded.get(key)) is not None:
+            return shared
         open_clip = require("open_clip", package="open_clip_torch")
         try:
             model = open_clip.create_model(
@@ -74,7 +85,9 @@ class OpenCLIPEncoder(nn.Module):
                 "Fix: check the name against open_clip.list_pretrained(), and your network, "
                 "or point at a folder with local-dir:PATH."
             ) from error
-        return cls(model, tokenizer, open_clip.get_model_preprocess_cfg(model))
+        encoder = cls(model, tokenizer, open_clip.get_model_preprocess_cfg(model))
+        cls._loaded[key] = encoder
+        return encoder
 
     @property
     def dtype(self) -> torch.dtype:
@@ -142,4 +155,6 @@ def _has_weights(folder: Path) -> bool:
 
 
 def _describe(encoder: OpenCLIPEncoder) -> str:
+    if encoder.resize_mode == "letterbox":
+        return f"longest-side {encoder.interpolation} (antialiased) + zero padding (letterbox) to {encoder.image_size}"
     return f"{encoder.resize_mode}-side {encoder.interpolation} (antialiased) + centre crop to {encoder.image_size}"

@@ -7,7 +7,8 @@ Names resolve like open_clip's:
 - ``"local-dir:/path"``: a folder holding ``reward_card.json`` and its weights, an open_clip
   folder (``open_clip_config.json``), which loads as a CLIP score, or a transformers
   ``*ForSequenceClassification`` folder, which loads as a text reward model;
-- ``"hf-hub:org/repo[@revision]"``: the same, downloaded from the Hugging Face Hub.
+- ``"hf-hub:org/repo[@revision]"``: the same, downloaded from the Hugging Face Hub;
+- ``"remote:host:port"``: a reward served over HTTP by ``mmalign serve-reward``.
 
 A card can only name a family listed in :data:`FAMILIES`, so a card never imports arbitrary code.
 """
@@ -30,11 +31,15 @@ from .hub import download_repo
 FAMILIES = {
     "clip": "mmalign.rewards.clip:CLIPScore",
     "aesthetic": "mmalign.rewards.aesthetic:AestheticScore",
+    "hps": "mmalign.rewards.hps:HPSv2Score",
+    "pickscore": "mmalign.rewards.pickscore:PickScore",
+    "imagereward": "mmalign.rewards.imagereward:ImageReward",
     "jpeg": "mmalign.rewards.jpeg:JPEGSize",
     "verifier": "mmalign.rewards.text:ExactAnswerVerifier",
     "sequence-classification": "mmalign.rewards.sequence_classification:SequenceClassificationReward",
 }
 LOCAL_DIR = "local-dir:"
+REMOTE = "remote:"
 HF_HUB = "hf-hub:"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 TRANSFORMERS_CONFIG = "config.json"
@@ -128,7 +133,13 @@ def reward_class(family: str) -> type[Reward]:
 
 
 def load_reward(name: str, **kwargs) -> Reward:
-    """Build the reward ``name`` refers to; ``kwargs`` go to its loader (``device=``, ``weights=``)."""
+    """Build the reward ``name`` refers to; ``kwargs`` go to its loader (``device=``, ``weights=``).
+    ``remote:HOST:PORT`` is a reward served by ``mmalign serve-reward`` (``timeout=``, ``batch_size=``)."""
+    if isinstance(name, str) and name.strip().startswith(REMOTE):
+        from .remote import RemoteReward
+
+        kwargs.pop("device", None)  # the server's device is its own
+        return RemoteReward(name.strip()[len(REMOTE):], **kwargs)
     card, variant = resolve_card(name)
     try:
         reward = reward_class(card.family).from_card(card, variant, **kwargs)

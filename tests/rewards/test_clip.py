@@ -86,3 +86,16 @@ def test_a_failed_download_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(open_clip, "create_model", offline)
     with pytest.raises(WeightsNotFoundError, match="could not load open_clip model 'ViT-L-14' with pretrained='openai'"):
         load_reward("clip:ViT-L-14/openai")
+
+
+def test_rewards_on_one_backbone_share_it_while_it_lives(tiny_clip_dir, tmp_path):
+    from mmalign.rewards.aesthetic import AestheticMLP, AestheticScore
+
+    torch.save(AestheticMLP(16).state_dict(), tmp_path / "head.pth")
+    clip = load_reward(f"local-dir:{tiny_clip_dir}")
+    aesthetic = AestheticScore.from_pretrained(tmp_path / "head.pth", clip=f"local-dir:{tiny_clip_dir}")
+    assert aesthetic.encoder is clip.encoder  # one copy of the weights in memory
+    other_precision = load_reward(f"local-dir:{tiny_clip_dir}", precision="bf16")
+    assert other_precision.encoder is not clip.encoder
+    images = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(clip(images, ["a", "b"]).reward, CLIPScore(clip.encoder)(images, ["a", "b"]).reward)

@@ -92,7 +92,7 @@ def test_card_errors_name_the_file_and_field(tmp_path):
 
 
 def test_card_statistics_reach_the_spec(tmp_path):
-    card = json.loads(json.dumps(list_rewards()[1].to_dict()))
+    card = json.loads(json.dumps(next(c for c in list_rewards() if c.name == "jpeg-compressibility").to_dict()))
     card.update(name="jpeg-with-stats", family="jpeg", args={"sign": -1}, normalization={"mean": -2.0, "std": 0.5})
     (tmp_path / "reward_card.json").write_text(json.dumps(card))
     reward = load_reward(f"local-dir:{tmp_path}")
