@@ -34,6 +34,7 @@ FAMILIES = {
     "hps": "mmalign.rewards.hps:HPSv2Score",
     "pickscore": "mmalign.rewards.pickscore:PickScore",
     "imagereward": "mmalign.rewards.imagereward:ImageReward",
+    "vlm-judge": "mmalign.rewards.vlm_judge:VLMJudge",
     "jpeg": "mmalign.rewards.jpeg:JPEGSize",
     "verifier": "mmalign.rewards.text:ExactAnswerVerifier",
     "sequence-classification": "mmalign.rewards.sequence_classification:SequenceClassificationReward",
