@@ -35,6 +35,7 @@ FAMILIES = {
     "pickscore": "mmalign.rewards.pickscore:PickScore",
     "imagereward": "mmalign.rewards.imagereward:ImageReward",
     "vlm-judge": "mmalign.rewards.vlm_judge:VLMJudge",
+    "videoreward": "mmalign.rewards.videoreward:VideoReward",
     "jpeg": "mmalign.rewards.jpeg:JPEGSize",
     "verifier": "mmalign.rewards.text:ExactAnswerVerifier",
     "sequence-classification": "mmalign.rewards.sequence_classification:SequenceClassificationReward",

@@ -1,0 +1,166 @@
+"""VideoReward on a tiny Qwen2-VL: a release folder laid out as KwaiVGI/VideoReward's (model_config.json,
+checkpoint-N/model.pth as a PEFT-wrapped state dict of transformers 4.45's layout, the tokenizer with
+the three reward tokens) loads with its LoRA merged; heads are read at the special tokens and
+z-scored with the card's constants; frames are sampled and sized as qwen_vl_utils does; bad videos,
+prompts and checkpoints are refused with the reason."""
+
+import json
+import re
+import warnings
+
+import pytest
+import torch
+
+from mmalign.errors import CheckpointMismatchError, InvalidInputError
+from mmalign.rewards import load_reward
+from mmalign.rewards.videoreward import REWARD_TOKENS, frame_indices, frame_size
+from vlm_toys import save_qwen2_vl, tokenizer
+
+LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+CARD = {"VQ": (3.6757, 2.2476), "MQ": (1.1646, 1.3811), "TA": (2.8105, 2.5121)}
+TINY = dict(max_frame_pixels=56 * 56, min_frame_pixels=56 * 56)
+
+
+def released_state_dict(model, rm_head, rank=4, alpha=8, seed=0):
+    """``model``'s weights as VideoAlign saved them: PEFT-wrapped (``base_model.model.``), transformers
+    4.45 names (``visual.``, ``model.layers.``), a LoRA on every LLM linear whose merge gives back the
+    model's weight, and the head."""
+    generator = torch.Generator().manual_seed(seed)
+    released = {"base_model.model.rm_head.weight": rm_head.weight.detach().clone()}
+    for key, value in model.state_dict().items():
+        if key.startswith("model.visual."):
+            released["base_model.model." + key[len("model."):]] = value.clone()
+            continue
+        old = "base_model.model." + key.replace("model.language_model.", "model.", 1)
+        module = re.match(r"(.*\.(?:%s))\.weight$" % "|".join(LINEARS), old)
+        if module is None:
+            released[old] = value.clone()
+            continue
+        down = torch.randn(rank, value.shape[1], generator=generator) * 0.1
+        up = torch.randn(value.shape[0], rank, generator=generator) * 0.1
+        released[f"{module.group(1)}.base_layer.weight"] = value - (alpha / rank) * up @ down
+        released[f"{module.group(1)}.lora_A.default.weight"] = down
+        released[f"{module.group(1)}.lora_B.default.weight"] = up
+    for key in [k for k in released if k.endswith("_proj.bias")]:
+        released[key.replace("_proj.bias", "_proj.base_layer.bias")] = released.pop(key)
+    return released
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """``(base folder, release folder, original model, head)``."""
+    from transformers import AutoModelForImageTextToText
+
+    root = tmp_path_factory.mktemp("videoreward")
+    base = save_qwen2_vl(root / "base", seed=1)  # Qwen2-VL's tokenizer: no reward tokens
+    tokens = tokenizer(extra_specials=REWARD_TOKENS)
+    tokens.save_pretrained(root / "release" / "checkpoint-7" / "tokenizer")
+    model = AutoModelForImageTextToText.from_pretrained(base).eval()
+    model.resize_token_embeddings(len(tokens))
+    torch.manual_seed(2)
+    head = torch.nn.Linear(32, 1, bias=False)
+    torch.save(released_state_dict(model, head), root / "release" / "checkpoint-7" / "model.pth")
+    (root / "release" / "checkpoint-3").mkdir()  # an older step, which the loader must pass over
+    config = {"peft_lora_config": {"lora_r": 4, "lora_alpha": 8}, "data_config": {"fps": 2.0, "max_frame_pixels": 56 * 56},
+              "inference_config": {f"{h}_{k}": v for h, (m, s) in CARD.items() for k, v in (("mean", m), ("std", s))}}
+    (root / "release" / "model_config.json").write_text(json.dumps(config))
+    return base, str(root / "release"), model, head
+
+
+@pytest.fixture(scope="module")
+def reward(release):
+    base, folder, _, _ = release
+    return load_reward("videoreward", checkpoint=folder, base=base, min_frame_pixels=56 * 56, video_fps=8)
+
+
+def videos(count=2, frames=16, seed=0):
+    return torch.rand(count, frames, 3, 56, 56, generator=torch.Generator().manual_seed(seed))
+
+
+def test_the_release_loads_with_its_lora_merged(reward, release):
+    _, _, original, head = release
+    merged = reward.model.state_dict()
+    for name, tensor in original.state_dict().items():
+        if not name.startswith("lm_head."):
+            torch.testing.assert_close(merged[name], tensor, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(reward.rm_head.weight, head.weight)
+
+
+def test_heads_are_read_at_the_reward_tokens_and_z_scored_with_the_cards_constants(reward, release):
+    _, _, original, head = release
+    prompts = ["a red ball rolls left", "two squares spin"]
+    output = reward(videos(), prompts)
+    assert set(output.heads) == {"VQ", "MQ", "TA"} and reward.normalization == CARD
+    clips = [reward.frames(video) for video in videos()]
+    texts = [reward.processor.apply_chat_template([{"role": "user", "content": [
+        {"type": "video"}, {"type": "text", "text": reward.template.format(text_prompt=p)}]}], tokenize=False,
+        add_generation_prompt=True) for p in prompts]
+    batch = reward.processor(text=texts, videos=clips, return_tensors="pt", padding=True,
+                             videos_kwargs={"do_rescale": False, "do_sample_frames": False})
+    length = batch.input_ids.shape[1]
+    with torch.no_grad():
+        hidden = original.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                pixel_values_videos=batch.pixel_values_videos, video_grid_thw=batch.video_grid_thw,
+                                position_ids=torch.arange(length).view(1, 1, length).expand(3, 2, length)).last_hidden_state
+        raw = head(hidden).squeeze(-1)
+    for name, token in zip(("VQ", "MQ", "TA"), REWARD_TOKENS):
+        at = raw[batch.input_ids == reward.processor.tokenizer.convert_tokens_to_ids(token)]
+        mean, std = CARD[name]
+        torch.testing.assert_close(output.heads[name], (at - mean) / std, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(output.reward, output.heads["VQ"] + output.heads["MQ"] + output.heads["TA"])
+
+
+def test_batches_do_not_change_scores(reward):
+    prompts = ["a red ball rolls left", "a much longer prompt about two squares that spin and then stop"]
+    batched = reward(videos(2, 16, 3), prompts).reward
+    single = torch.cat([reward(videos(2, 16, 3)[i : i + 1], prompts[i]).reward for i in range(2)])
+    torch.testing.assert_close(batched, single, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("frames, video_fps, fps, expected", [
+    (16, 8.0, 2.0, [0, 5, 10, 15]),        # 2 s at 8 fps: 4 frames at 2 fps
+    (48, 24.0, 2.0, [0, 16, 31, 47]),      # 2 s at 24 fps
+    (5, 2.0, 2.0, [0, 1, 3, 4]),           # an even count, at least 4
+    (40, 2.0, 2.0, list(range(40))),       # already at 2 fps: every frame
+])
+def test_frames_are_sampled_as_qwen_vl_utils_samples_them(frames, video_fps, fps, expected):
+    assert frame_indices(frames, video_fps, fps).tolist() == expected
+
+
+def test_frames_are_sized_as_qwen_vl_utils_sizes_them():
+    assert frame_size(480, 832, 448 * 448) == (336, 588)  # VideoAlign's 480×832 example
+    assert frame_size(448, 448, 448 * 448) == (448, 448)
+    height, width = frame_size(100, 100, 448 * 448)  # too small: scaled up to the minimum area
+    assert height % 28 == 0 and width % 28 == 0 and height * width >= 128 * 28 * 28
+
+
+def test_a_video_too_short_is_refused(reward):
+    with pytest.raises(InvalidInputError, match="a video of 3 frame\\(s\\); VideoReward needs at least 4"):
+        reward(torch.rand(1, 3, 3, 56, 56), "a ball")
+
+
+def test_a_prompt_holding_a_reward_token_is_refused(reward):
+    with pytest.raises(InvalidInputError, match="exactly one <\\|VQ_reward\\|>"):
+        reward(videos(1), "a ball <|VQ_reward|>")
+
+
+def test_another_sampling_fps_than_the_cards_warns(release):
+    base, folder, _, _ = release
+    with pytest.warns(UserWarning, match="issue #21"):
+        load_reward("videoreward", checkpoint=folder, base=base, fps=8.0, **TINY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_reward("videoreward", checkpoint=folder, base=base, **TINY)
+
+
+def test_a_release_that_does_not_fit_names_its_keys(release, tmp_path):
+    base, folder, _, _ = release
+    import shutil
+
+    copy = tmp_path / "release"
+    shutil.copytree(folder, copy)
+    state = torch.load(copy / "checkpoint-7" / "model.pth", weights_only=True)
+    state.pop("base_model.model.model.norm.weight")
+    torch.save(state, copy / "checkpoint-7" / "model.pth")
+    with pytest.raises(CheckpointMismatchError, match="model.language_model.norm.weight"):
+        load_reward("videoreward", checkpoint=str(copy), base=base, **TINY)
