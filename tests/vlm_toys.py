@@ -44,8 +44,13 @@ def tokenizer(extra_specials=(), whole_words=("Yes", "No")):
 
 def save_qwen2_vl(directory, seed: int = 0, extra_specials=(), whole_words=("Yes", "No")) -> str:
     """A tiny Qwen2-VL and its processor saved in ``directory``, as a hub repo holds them."""
-    from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil,
-                              Qwen2VLProcessor, Qwen2VLVideoProcessor)
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessorPil,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     text = tokenizer(extra_specials, whole_words)
     pixels = dict(patch_size=14, temporal_patch_size=2, merge_size=2, min_pixels=56 * 56, max_pixels=56 * 56)

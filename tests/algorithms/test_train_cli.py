@@ -4,7 +4,6 @@ LoRA it saves used again by `mmalign generate --lora`."""
 import json
 
 import pytest
-
 import tiny_pipelines
 from test_cli import mmalign
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
-
 import tiny_pipelines
+import torch
 
 
 def write_lora(pipeline, directory, seed: int = 0) -> str:

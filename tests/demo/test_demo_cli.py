@@ -11,7 +11,6 @@ import time
 import urllib.request
 
 import pytest
-
 from test_cli import mmalign
 
 PROMPT = "a red circle left of a blue square"

@@ -8,24 +8,20 @@ import open_clip
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+from reward_checks import check_gradients_and_batch_invariance
+from reward_toys import write_hps_checkpoint
 
 from mmalign.errors import CheckpointMismatchError, WeightsNotFoundError
 from mmalign.rewards import load_reward
 from mmalign.rewards.hps import OPENAI_MEAN, OPENAI_STD, HPSv2Score
 from mmalign.rewards.preprocess import resize_and_crop
-from reward_checks import check_gradients_and_batch_invariance
 
 PROMPTS = ["a red circle", "two blue squares", "a green triangle above a red circle"]
 
 
 @pytest.fixture(scope="module")
 def official_checkpoint(tiny_clip_dir, tmp_path_factory):
-    """A file laid out as HPS_v2_compressed.pt is: {"state_dict": {...}}, saved from DDP."""
-    torch.manual_seed(3)
-    model = open_clip.create_model(f"local-dir:{tiny_clip_dir}", load_weights=False)
-    path = tmp_path_factory.mktemp("hps") / "HPS_v2_compressed.pt"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 1}, path)
-    return path, model.eval()
+    return write_hps_checkpoint(tiny_clip_dir, tmp_path_factory.mktemp("hps") / "HPS_v2_compressed.pt")
 
 
 @pytest.fixture(scope="module")

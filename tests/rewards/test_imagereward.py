@@ -3,76 +3,31 @@
 mapping and reproduces the model it came from; the card's constants z-score the head; gradients
 reach the pixels; batches do not change scores; a file that does not fit names its keys."""
 
-import re
-
 import pytest
 import torch
+from reward_checks import check_gradients_and_batch_invariance
+from reward_toys import VISION, official_layout, write_imagereward
 
 from mmalign.errors import CheckpointMismatchError
 from mmalign.rewards import load_reward
-from mmalign.rewards.imagereward import HEAD_MEAN, HEAD_STD, ImageRewardModel
-from reward_checks import check_gradients_and_batch_invariance
+from mmalign.rewards.imagereward import HEAD_MEAN, HEAD_STD
 
-WORDS = ["a", "red", "green", "blue", "circle", "square", "triangle", "two", "left", "of", "above", "and"]
-VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
-              patch_size=8, hidden_act="gelu", layer_norm_eps=1e-6)
 PROMPTS = ["a red circle", "two blue squares", "a green triangle above a red circle"]
-
-
-def text_config(vocab_size: int) -> dict:
-    return dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                max_position_embeddings=64, hidden_act="gelu", encoder_hidden_size=32, is_decoder=True)
-
-
-def official_layout(model: ImageRewardModel) -> dict:
-    """The model's weights under ImageReward.pt's names, written from the official module tree
-    (BLIP's VisionTransformer, med.py's BertModel, the MLP), plus the keys scoring does not use."""
-    official = {}
-    for key, value in model.state_dict().items():
-        if key.startswith("vision_model."):
-            rest = key[len("vision_model."):]
-            rest = {"embeddings.class_embedding": "cls_token", "embeddings.position_embedding": "pos_embed"}.get(rest, rest)
-            rest = rest.replace("embeddings.patch_embedding.", "patch_embed.proj.").replace("post_layernorm.", "norm.")
-            rest = re.sub(r"encoder\.layers\.(\d+)\.layer_norm(\d)\.", r"blocks.\1.norm\2.", rest)
-            rest = re.sub(r"encoder\.layers\.(\d+)\.self_attn\.projection\.", r"blocks.\1.attn.proj.", rest)
-            rest = re.sub(r"encoder\.layers\.(\d+)\.self_attn\.qkv\.", r"blocks.\1.attn.qkv.", rest)
-            rest = re.sub(r"encoder\.layers\.(\d+)\.mlp\.", r"blocks.\1.mlp.", rest)
-            official[f"blip.visual_encoder.{rest}"] = value.clone()
-        elif key.startswith("text_encoder."):
-            official[f"blip.{key}"] = value.clone()
-        else:
-            official[key] = value.clone()
-    official["blip.text_encoder.embeddings.position_ids"] = torch.arange(64).unsqueeze(0)
-    official["blip.vision_proj.weight"], official["blip.vision_proj.bias"] = torch.zeros(8, 32), torch.zeros(8)
-    official["blip.text_proj.weight"], official["blip.text_proj.bias"] = torch.zeros(8, 32), torch.zeros(8)
-    return official
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from transformers import BertTokenizer
-
-    root = tmp_path_factory.mktemp("imagereward")
-    (root / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizer(str(root / "vocab.txt")).save_pretrained(root / "tokenizer")
-    torch.manual_seed(0)
-    model = ImageRewardModel(VISION, text_config(len(WORDS) + 5)).eval()
-    with torch.no_grad():  # BERT's 0.02-std init leaves the image's pull through cross-attention at float noise
-        for parameter in model.parameters():
-            parameter.normal_(0.0, 0.3)
-    torch.save(official_layout(model), root / "ImageReward.pt")
-    return root, model
+    """``(load_reward arguments, original model)``."""
+    return write_imagereward(tmp_path_factory.mktemp("imagereward"))
 
 
 @pytest.fixture(scope="module")
 def reward(tiny):
-    root, _ = tiny
-    return load_reward("imagereward", checkpoint=str(root / "ImageReward.pt"), tokenizer=str(root / "tokenizer"),
-                       vision_config=VISION, text_config=text_config(len(WORDS) + 5))
+    return load_reward("imagereward", **tiny[0])
 
 
 def test_the_official_layout_has_blips_key_names(tiny):
-    official = torch.load(tiny[0] / "ImageReward.pt", weights_only=True)
+    official = torch.load(tiny[0]["checkpoint"], weights_only=True)
     vision = [k for k in official if k.startswith("blip.visual_encoder.")]
     assert len(vision) == 4 + 12 * VISION["num_hidden_layers"] + 2  # cls, pos, patch w/b; 12 per block; norm
     for key in ("blip.visual_encoder.cls_token", "blip.visual_encoder.blocks.1.attn.qkv.weight",
@@ -120,12 +75,11 @@ def test_gradients_reach_the_pixels_and_batches_do_not_change_scores(reward):
 
 
 def test_a_checkpoint_that_does_not_fit_names_its_keys(tiny, tmp_path):
-    root, model = tiny
+    arguments, model = tiny
     official = official_layout(model)
     del official["blip.visual_encoder.norm.weight"]
     official["blip.itm_head.weight"] = torch.zeros(2, 32)
     torch.save(official, tmp_path / "bad.pt")
     with pytest.raises(CheckpointMismatchError) as raised:
-        load_reward("imagereward", checkpoint=str(tmp_path / "bad.pt"), tokenizer=str(root / "tokenizer"),
-                    vision_config=VISION, text_config=text_config(len(WORDS) + 5))
+        load_reward("imagereward", **{**arguments, "checkpoint": str(tmp_path / "bad.pt")})
     assert "vision_model.post_layernorm.weight" in str(raised.value) and "blip.itm_head.weight" in str(raised.value)

@@ -5,30 +5,18 @@ path, gradients reach the pixels, and batches do not change scores."""
 import pytest
 import torch
 from PIL import Image
+from reward_checks import check_gradients_and_batch_invariance
+from reward_toys import write_pickscore
 
 from mmalign.errors import WeightsNotFoundError
 from mmalign.rewards import load_reward
-from reward_checks import check_gradients_and_batch_invariance
 
 PROMPTS = ["a red circle", "two blue squares", "a green triangle above a red circle"]
 
 
 @pytest.fixture(scope="module")
 def pickscore_folders(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    from mmalign.shapes.tokenizer import write_clip_tokenizer
-
-    root = tmp_path_factory.mktemp("pickscore")
-    layer = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
-    config = CLIPConfig(text_config={**layer, "vocab_size": 49408, "max_position_embeddings": 16},
-                        vision_config={**layer, "image_size": 32, "patch_size": 8}, projection_dim=16)
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(root / "model")
-    tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(root / "tokenizer", 16))
-    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(root / "processor")
-    return str(root / "model"), str(root / "processor")
+    return write_pickscore(tmp_path_factory.mktemp("pickscore"))
 
 
 @pytest.fixture(scope="module")

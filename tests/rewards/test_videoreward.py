@@ -4,67 +4,21 @@ the three reward tokens) loads with its LoRA merged; heads are read at the speci
 z-scored with the card's constants; frames are sampled and sized as qwen_vl_utils does; bad videos,
 prompts and checkpoints are refused with the reason."""
 
-import json
-import re
 import warnings
 
 import pytest
 import torch
+from reward_toys import CARD, TINY, write_videoreward_release
 
 from mmalign.errors import CheckpointMismatchError, InvalidInputError
 from mmalign.rewards import load_reward
 from mmalign.rewards.videoreward import REWARD_TOKENS, frame_indices, frame_size
-from vlm_toys import save_qwen2_vl, tokenizer
-
-LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-CARD = {"VQ": (3.6757, 2.2476), "MQ": (1.1646, 1.3811), "TA": (2.8105, 2.5121)}
-TINY = dict(max_frame_pixels=56 * 56, min_frame_pixels=56 * 56)
-
-
-def released_state_dict(model, rm_head, rank=4, alpha=8, seed=0):
-    """``model``'s weights as VideoAlign saved them: PEFT-wrapped (``base_model.model.``), transformers
-    4.45 names (``visual.``, ``model.layers.``), a LoRA on every LLM linear whose merge gives back the
-    model's weight, and the head."""
-    generator = torch.Generator().manual_seed(seed)
-    released = {"base_model.model.rm_head.weight": rm_head.weight.detach().clone()}
-    for key, value in model.state_dict().items():
-        if key.startswith("model.visual."):
-            released["base_model.model." + key[len("model."):]] = value.clone()
-            continue
-        old = "base_model.model." + key.replace("model.language_model.", "model.", 1)
-        module = re.match(r"(.*\.(?:%s))\.weight$" % "|".join(LINEARS), old)
-        if module is None:
-            released[old] = value.clone()
-            continue
-        down = torch.randn(rank, value.shape[1], generator=generator) * 0.1
-        up = torch.randn(value.shape[0], rank, generator=generator) * 0.1
-        released[f"{module.group(1)}.base_layer.weight"] = value - (alpha / rank) * up @ down
-        released[f"{module.group(1)}.lora_A.default.weight"] = down
-        released[f"{module.group(1)}.lora_B.default.weight"] = up
-    for key in [k for k in released if k.endswith("_proj.bias")]:
-        released[key.replace("_proj.bias", "_proj.base_layer.bias")] = released.pop(key)
-    return released
 
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
     """``(base folder, release folder, original model, head)``."""
-    from transformers import AutoModelForImageTextToText
-
-    root = tmp_path_factory.mktemp("videoreward")
-    base = save_qwen2_vl(root / "base", seed=1)  # Qwen2-VL's tokenizer: no reward tokens
-    tokens = tokenizer(extra_specials=REWARD_TOKENS)
-    tokens.save_pretrained(root / "release" / "checkpoint-7" / "tokenizer")
-    model = AutoModelForImageTextToText.from_pretrained(base).eval()
-    model.resize_token_embeddings(len(tokens))
-    torch.manual_seed(2)
-    head = torch.nn.Linear(32, 1, bias=False)
-    torch.save(released_state_dict(model, head), root / "release" / "checkpoint-7" / "model.pth")
-    (root / "release" / "checkpoint-3").mkdir()  # an older step, which the loader must pass over
-    config = {"peft_lora_config": {"lora_r": 4, "lora_alpha": 8}, "data_config": {"fps": 2.0, "max_frame_pixels": 56 * 56},
-              "inference_config": {f"{h}_{k}": v for h, (m, s) in CARD.items() for k, v in (("mean", m), ("std", s))}}
-    (root / "release" / "model_config.json").write_text(json.dumps(config))
-    return base, str(root / "release"), model, head
+    return write_videoreward_release(tmp_path_factory.mktemp("videoreward"))
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,17 @@ import random
 
 import pytest
 import torch
+from vlm_toys import save_qwen2_vl
 
 from mmalign.errors import InvalidInputError
 from mmalign.rewards import load_reward
-from mmalign.rewards.vlm_judge import LIKERT_LEVELS, VLMJudge, parse_level, parse_number, parse_preference
-from vlm_toys import save_qwen2_vl
+from mmalign.rewards.vlm_judge import (
+    LIKERT_LEVELS,
+    VLMJudge,
+    parse_level,
+    parse_number,
+    parse_preference,
+)
 
 PROMPTS = ["a red circle", "two blue squares"]
 

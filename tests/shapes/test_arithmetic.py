@@ -5,7 +5,13 @@ import pytest
 
 from mmalign.errors import InvalidInputError
 from mmalign.shapes.arithmetic import (
-    answer, arithmetic_prompts, extract_answer, is_arithmetic, is_correct, near_miss, split_of,
+    answer,
+    arithmetic_prompts,
+    extract_answer,
+    is_arithmetic,
+    is_correct,
+    near_miss,
+    split_of,
 )
 
 
