@@ -72,3 +72,33 @@ def save_qwen2_vl(directory, seed: int = 0, extra_specials=(), whole_words=("Yes
     Qwen2VLForConditionalGeneration(config).save_pretrained(directory)
     processor.save_pretrained(directory)
     return str(directory)
+
+
+# A LLaVA-1.5-style chat template: the image placeholder, then the text, per user turn.
+LLAVA_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'].upper() }}: {% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<image>\n{% else %}{{ content['text'] }}{% endif %}{% endfor %}\n{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def save_llava(directory, seed: int = 0) -> str:
+    """A tiny LLaVA (CLIP vision tower, Llama text model) and its processor, saved as a hub repo holds them."""
+    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    text = tokenizer(extra_specials=("<image>",))
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}),
+        tokenizer=text, patch_size=14, vision_feature_select_strategy="default", chat_template=LLAVA_TEMPLATE,
+        image_token="<image>", num_additional_image_tokens=1)  # CLIP's CLS token
+    layer = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2)
+    config = LlavaConfig(
+        vision_config=dict(model_type="clip_vision_model", num_attention_heads=2, image_size=28, patch_size=14, **layer),
+        text_config=dict(model_type="llama", vocab_size=len(text), num_attention_heads=4, num_key_value_heads=2,
+                         pad_token_id=text.pad_token_id, eos_token_id=text.eos_token_id, **layer),
+        image_token_id=text.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
+        vision_feature_select_strategy="default")
+    torch.manual_seed(seed)
+    LlavaForConditionalGeneration(config).save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return str(directory)

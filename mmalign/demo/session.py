@@ -22,6 +22,7 @@ from ..rewards import WeightedSum, load_reward, parse_weighted_name
 METHODS = ("ReNO", "best-of-N", "LoRA")
 MAX_PROMPT_CHARACTERS = 1000  # far past what any text encoder reads (CLIP: 77 tokens)
 LORA_ADAPTER = "aligned"
+MAX_LOADED_REWARDS = 6
 
 
 @dataclass
@@ -104,8 +105,14 @@ class DemoSession:
                                     "`shapes-clip, clip=0.5` (see `mmalign rewards`).")
         named = [parse_weighted_name(spec) for spec in specs]
         for name, _ in named:
+            if name.startswith("remote:") and name not in self._rewards:  # the page must not aim the server at hosts
+                raise InvalidInputError(f"Rewards: {name!r}: a remote reward can only be named at start "
+                                        "(`mmalign demo --reward remote:HOST:PORT`).")
             if name not in self._rewards:
                 self._rewards[name] = load_reward(name, device=self.device)
+            self._rewards[name] = self._rewards.pop(name)  # most recently used last
+        while len(self._rewards) > max(MAX_LOADED_REWARDS, len(named)):  # models stay in memory: keep a few
+            self._rewards.pop(next(iter(self._rewards)))
         return WeightedSum([self._rewards[name] for name, _ in named], [weight for _, weight in named])
 
     # -- comparing ---------------------------------------------------------------------------

@@ -36,6 +36,7 @@ class RewardServer:
         self.httpd = ThreadingHTTPServer((host, port), _handler(self))
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self._serving = False
 
     @property
     def url(self) -> str:
@@ -48,7 +49,11 @@ class RewardServer:
                 "max_batch_size": self.max_batch_size}
 
     def score(self, body: bytes) -> bytes:
-        samples, prompts = decode_request(body)
+        try:
+            samples, prompts = decode_request(body)
+        except Exception as error:  # not safetensors, or no samples in it: the client's fault
+            raise _BadRequest(f"the request is not mmalign's safetensors request ({type(error).__name__}: {error}); "
+                              "send it with load_reward('remote:HOST:PORT').") from error
         if len(samples) > self.max_batch_size:
             raise _TooLarge(f"a batch of {len(samples)} exceeds this server's --max-batch-size {self.max_batch_size}; "
                             "send smaller batches (remote:...?batch_size=N).")
@@ -57,16 +62,20 @@ class RewardServer:
             return encode_output(self.reward(samples, prompts))
 
     def serve_forever(self) -> None:
+        self._serving = True
         self.httpd.serve_forever()
 
     def start(self) -> RewardServer:
         """Serve in a background thread (tests, notebooks); :meth:`close` stops it."""
+        self._serving = True
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._thread.start()
         return self
 
     def close(self) -> None:
-        self.httpd.shutdown()
+        if self._serving:  # shutdown() waits for a serve_forever loop, forever if none ever ran
+            self.httpd.shutdown()
+            self._serving = False
         self.httpd.server_close()
 
     def __enter__(self) -> RewardServer:
@@ -76,13 +85,18 @@ class RewardServer:
         self.close()
 
 
-class _TooLarge(MMAlignError):
+class _BadRequest(MMAlignError):
+    pass
+
+
+class _TooLarge(_BadRequest):
     pass
 
 
 def _handler(server: RewardServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = 300  # seconds a client may stall mid-request before its thread is freed
 
         def do_GET(self):
             if self.path.rstrip("/") != "/card":
@@ -92,7 +106,8 @@ def _handler(server: RewardServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self):
             if self.path.rstrip("/") != "/score":
                 return self.reply_error(404, f"no route {self.path}; use GET /card or POST /score")
-            length = int(self.headers.get("Content-Length") or 0)
+            header = self.headers.get("Content-Length") or "0"
+            length = int(header) if header.isdigit() else 0
             if not 0 < length <= MAX_REQUEST_BYTES:
                 return self.reply_error(400, f"a request body of {length} bytes; send 1 byte to 2 GiB of safetensors")
             body = self.rfile.read(length)
@@ -103,15 +118,18 @@ def _handler(server: RewardServer) -> type[BaseHTTPRequestHandler]:
             except Exception as error:  # the client gets a message, the server keeps serving
                 self.reply_error(500, f"{type(error).__name__}: {error}")
 
-        def reply(self, status: int, body: bytes, content_type: str) -> None:
+        def reply(self, status: int, body: bytes, content_type: str, close: bool = False) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            if close:  # an unread request body must not be taken for the next request
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.end_headers()
             self.wfile.write(body)
 
         def reply_error(self, status: int, message: str) -> None:
-            self.reply(status, json.dumps({"error": message}).encode(), "application/json")
+            self.reply(status, json.dumps({"error": message}).encode(), "application/json", close=True)
 
         def log_message(self, format, *args):  # one quiet line per request is left to a proxy
             pass

@@ -42,20 +42,20 @@ from .checkpoints import load_exact, read_state_dict
 HEADS = ("VQ", "MQ", "TA")
 REWARD_TOKENS = tuple(f"<|{head}_reward|>" for head in HEADS)
 TEMPLATE = Path(__file__).resolve().parent / "judge_templates" / "videoalign_detailed_special.txt"
-FRAME_FACTOR, PIXEL_FACTOR, MIN_FRAMES = 2, 28, 4  # qwen_vl_utils: FRAME_FACTOR, IMAGE_FACTOR, FPS_MIN_FRAMES
+FRAME_FACTOR, PIXEL_FACTOR, MIN_FRAMES, MAX_FRAMES = 2, 28, 4, 768  # qwen_vl_utils' FRAME_FACTOR, IMAGE_FACTOR, FPS_MIN/MAX_FRAMES
 VIDEO_MIN_PIXELS = 128 * 28 * 28
 VIDEOREWARD_SPEC = RewardSpec(modality="video", differentiable=False, needs_prompt=True, output_kind="score")
 
 
 def frame_indices(num_frames: int, video_fps: float, fps: float) -> Tensor:
     """qwen_vl_utils' ``smart_nframes`` and uniform sampling: ``T / video_fps · fps`` frames, an even
-    number, at least 4, at most T, spread evenly from the first frame to the last."""
+    number, at least 4, at most T and 768, spread evenly from the first frame to the last."""
     if num_frames < MIN_FRAMES:
         raise InvalidInputError(f"samples: a video of {num_frames} frame(s); VideoReward needs at least {MIN_FRAMES}. "
                                 "Fix: pass longer videos.")
     wanted = num_frames / video_fps * fps
     low = math.ceil(MIN_FRAMES / FRAME_FACTOR) * FRAME_FACTOR
-    high = num_frames // FRAME_FACTOR * FRAME_FACTOR
+    high = min(MAX_FRAMES, num_frames) // FRAME_FACTOR * FRAME_FACTOR
     count = int(min(max(round(wanted / FRAME_FACTOR) * FRAME_FACTOR, low), high))
     return torch.linspace(0, num_frames - 1, count).round().long()
 
@@ -115,6 +115,10 @@ class VideoReward(Reward):
                  *, fps: float = 2.0, expected_fps: float = 2.0, video_fps: float | None = None,
                  max_frame_pixels: int = 448 * 448, min_frame_pixels: int = VIDEO_MIN_PIXELS, spec: RewardSpec = VIDEOREWARD_SPEC, name: str = "videoreward"):
         super().__init__(spec.replace(differentiable=False), name)
+        if video_fps is None:
+            warnings.warn(f"video_fps: not given, so videos are taken to be at {fps:g} fps already and every frame is "
+                          "used. Pass the frame rate of your videos (load_reward('videoreward', video_fps=16)); a wrong "
+                          "rate gives silently wrong scores (VideoAlign issue #21).", UserWarning, stacklevel=2)
         if fps != expected_fps:
             warnings.warn(f"VideoReward was trained on frames sampled at {expected_fps:g} fps; sampling at {fps:g} fps "
                           "is known to give silently negative scores (VideoAlign issue #21).", UserWarning, stacklevel=2)

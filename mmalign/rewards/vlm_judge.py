@@ -133,7 +133,7 @@ class VLMJudge(Reward):
         self.levels = LIKERT_LEVELS.get(scale) if mode == "likert" else None
         self.num_samples, self.temperature, self.max_new_tokens = num_samples, temperature, max_new_tokens
         self.rng = random.Random(seed)
-        self.generator_seed = seed
+        self.generator_seed, self.calls = seed, 0
         template = {"yes-probability": "vqascore", "numeric": f"{aspect}_number_scale10",
                     "likert": f"{aspect}_narrative_scale{scale}"}[mode]
         self.template = load_template(template)
@@ -199,8 +199,8 @@ class VLMJudge(Reward):
         messages = [[{"role": "user", "content": [*({"type": "image"} for _ in group), {"type": "text", "text": q}]}]
                     for group, q in zip(images, questions)]
         texts = [self.processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
-        pil = [Image.fromarray((im.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy())
-               for group in images for im in group]
+        pil = [Image.fromarray((im.reshape(im.shape[-3:]).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy())
+               for group in images for im in group]  # mixed sizes come as [1,3,H,W] items
         self.tokenizer.padding_side = "left"
         return self.processor(text=texts, images=pil, return_tensors="pt", padding=True).to(self.device)
 
@@ -209,28 +209,37 @@ class VLMJudge(Reward):
         questions = [self.template.format(caption=prompt) for prompt in prompts]
         batch = self.inputs([[image] for image in images], questions)
         if self.mode == "yes-probability":
-            logits = self.model(**batch).logits[:, -1].float()
+            logits = self.model(**batch, logits_to_keep=1, use_cache=False).logits[:, -1].float()  # not [B,L,V]
             return RewardOutput(reward=logits.softmax(-1)[:, self.yes_id])
         answers = self.generate(batch)
         if self.mode == "numeric":
             values = [[parse_number(a) for a in row] for row in answers]
-            scores = [sum(v for v in row if v is not None) / max(1, sum(v is not None for v in row)) for row in values]
+            aggregate = lambda found: sum(found) / len(found) if found else None  # noqa: E731
         else:
             values = [[parse_level(a, self.levels) for a in row] for row in answers]
-            scores = [_majority([v for v in row if v is not None]) for row in values]
-        parsed = torch.tensor([any(v is not None for v in row) for row in values])
-        reward = torch.tensor([float(s) if s is not None else float("nan") for s in scores])
-        valid = torch.tensor([[v is not None for v in row] for row in values]).float().mean(1)
-        return RewardOutput(reward=reward.to(self.device), heads={"parsed_fraction": valid}, mask=parsed)
+            aggregate = _majority
+        scores = [aggregate([v for v in row if v is not None]) for row in values]
+        device = self.device
+        parsed = torch.tensor([s is not None for s in scores], device=device)
+        reward = torch.tensor([float(s) if s is not None else float("nan") for s in scores], device=device)
+        valid = torch.tensor([[v is not None for v in row] for row in values], device=device).float().mean(1)
+        return RewardOutput(reward=reward, heads={"parsed_fraction": valid}, mask=parsed)
 
     def generate(self, batch, count: int | None = None, sample: bool | None = None) -> list[list[str]]:
         """``count`` (default ``num_samples``) answers per row, as text; sampled when there are
         several, greedy otherwise."""
         count = count or self.num_samples
         sample = count > 1 if sample is None else sample
-        torch.manual_seed(self.generator_seed)
-        output = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=sample,
-                                     num_return_sequences=count, **({"temperature": self.temperature} if sample else {}))
+        # the judge's own generator, a new seed per call: the caller's global RNG is left as it was,
+        # and repeated draws (compare's samples) are not copies of one another
+        self.calls += 1
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.generator_seed + self.calls)
+            # top_k/top_p reset: Qwen2-VL's generation_config (top_k=1, top_p=0.001) would make every sample greedy
+            settings = dict(temperature=self.temperature, top_k=0, top_p=1.0) if sample else {}
+            output = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=sample,
+                                         num_return_sequences=count, **settings)
         texts = self.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         return [texts[i : i + count] for i in range(0, len(texts), count)]
 

@@ -182,3 +182,11 @@ def test_a_double_click_labels_a_pair_once(session):
         thread.join()
     assert session.label_count() == 1 and sum(isinstance(o, int) for o in outcomes) == 1
     assert sum("already labelled" in str(o) for o in outcomes) == 7
+
+
+def test_the_page_cannot_name_a_remote_reward_and_keeps_few_rewards_loaded(session, tiny_clip_dir):
+    with pytest.raises(InvalidInputError, match="remote reward can only be named at start"):
+        session.compare(PROMPT, method="best-of-N", rewards="remote:127.0.0.1:1", progress=False)
+    for depth in range(8):  # eight names of one folder: eight loaded rewards, were the cache unbounded
+        session.objective(f"local-dir:{tiny_clip_dir}{'/.' * depth}")
+    assert len(session._rewards) == 6 and f"local-dir:{tiny_clip_dir}{'/.' * 7}" in session._rewards

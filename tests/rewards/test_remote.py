@@ -145,3 +145,17 @@ def test_mmalign_serve_reward_as_a_user_starts_it():
         server.terminate()
         output = server.communicate(timeout=30)[0]
     assert f"remote:127.0.0.1:{port}" in output
+
+
+def test_a_body_that_is_not_a_request_is_answered_400_and_a_server_never_started_closes():
+    import urllib.error
+    import urllib.request
+
+    with RewardServer(MeanPixelReward(), port=0) as server:
+        request = urllib.request.Request(server.url + "/score", data=b"not safetensors", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(request, timeout=10)
+        assert raised.value.code == 400 and b"not mmalign's safetensors request" in raised.value.read()
+    start = time.monotonic()
+    RewardServer(MeanPixelReward(), port=0).close()  # never served: must not wait for a loop
+    assert time.monotonic() - start < 5

@@ -81,6 +81,10 @@ def test_frames_are_sampled_as_qwen_vl_utils_samples_them(frames, video_fps, fps
     assert frame_indices(frames, video_fps, fps).tolist() == expected
 
 
+def test_long_videos_are_capped_at_768_frames():
+    assert len(frame_indices(2000, 2.0, 2.0)) == 768
+
+
 def test_frames_are_sized_as_qwen_vl_utils_sizes_them():
     assert frame_size(480, 832, 448 * 448) == (336, 588)  # VideoAlign's 480×832 example
     assert frame_size(448, 448, 448 * 448) == (448, 448)
@@ -100,11 +104,13 @@ def test_a_prompt_holding_a_reward_token_is_refused(reward):
 
 def test_another_sampling_fps_than_the_cards_warns(release):
     base, folder, _, _ = release
-    with pytest.warns(UserWarning, match="issue #21"):
-        load_reward("videoreward", checkpoint=folder, base=base, fps=8.0, **TINY)
+    with pytest.warns(UserWarning, match="sampling at 8 fps .*issue #21"):
+        load_reward("videoreward", checkpoint=folder, base=base, fps=8.0, video_fps=16, **TINY)
+    with pytest.warns(UserWarning, match="video_fps: not given"):
+        load_reward("videoreward", checkpoint=folder, base=base, **TINY)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        load_reward("videoreward", checkpoint=folder, base=base, **TINY)
+        load_reward("videoreward", checkpoint=folder, base=base, video_fps=16, **TINY)
 
 
 def test_a_release_that_does_not_fit_names_its_keys(release, tmp_path):
@@ -117,4 +123,4 @@ def test_a_release_that_does_not_fit_names_its_keys(release, tmp_path):
     state.pop("base_model.model.model.norm.weight")
     torch.save(state, copy / "checkpoint-7" / "model.pth")
     with pytest.raises(CheckpointMismatchError, match="model.language_model.norm.weight"):
-        load_reward("videoreward", checkpoint=str(copy), base=base, **TINY)
+        load_reward("videoreward", checkpoint=str(copy), base=base, video_fps=8, **TINY)

@@ -8,7 +8,7 @@ import random
 
 import pytest
 import torch
-from vlm_toys import save_qwen2_vl
+from vlm_toys import save_llava, save_qwen2_vl
 
 from mmalign.errors import InvalidInputError
 from mmalign.rewards import load_reward
@@ -37,7 +37,16 @@ def images(count=2, seed=0):
     return torch.rand(count, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
-def test_yes_probability_is_the_first_answer_tokens_probability_of_yes(vqascore):
+@pytest.fixture(scope="module", params=["qwen2-vl", "llava"])
+def any_vqascore(request, vqascore, tmp_path_factory):
+    """The judge on each model family: the same code through the Auto classes."""
+    if request.param == "qwen2-vl":
+        return vqascore
+    return load_reward(f"vlm-judge:{save_llava(tmp_path_factory.mktemp('llava'))}")
+
+
+def test_yes_probability_is_the_first_answer_tokens_probability_of_yes(any_vqascore):
+    vqascore = any_vqascore
     scores = vqascore(images(), PROMPTS)
     assert vqascore.spec.output_kind == "probability" and not vqascore.spec.differentiable
     questions = [f'Does this figure show "{p}"? Please answer yes or no.' for p in PROMPTS]
@@ -161,3 +170,27 @@ def test_a_judge_that_needs_remote_code_is_refused_unless_trusted(tmp_path):
 def test_bad_judge_settings_name_the_argument(qwen2_vl, arguments, message):
     with pytest.raises(InvalidInputError, match=message):
         load_reward(f"vlm-judge:{qwen2_vl}", **arguments)
+
+
+def test_sampling_leaves_the_callers_rng_alone_and_overrides_greedy_defaults(qwen2_vl):
+    judge = load_reward(f"vlm-judge:{qwen2_vl}", mode="numeric", num_samples=2, max_new_tokens=2)
+    seen = {}
+    generate = judge.model.generate
+
+    def recording(**kwargs):
+        seen.update(kwargs)
+        return generate(**kwargs)
+
+    judge.model.generate = recording
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    judge(images(), PROMPTS)
+    torch.testing.assert_close(torch.rand(3), expected)  # the caller's next draws are what they would have been
+    assert (seen["do_sample"], seen["top_k"], seen["top_p"], seen["num_return_sequences"]) == (True, 0, 1.0, 2)
+
+
+def test_pairs_of_mixed_sizes_are_compared(qwen2_vl):
+    judge = judge_answering(qwen2_vl, "numeric", [["BETTER IMAGE: 0"]] * 2)
+    first = [torch.rand(3, 32, 32), torch.rand(3, 40, 48)]
+    assert judge.compare(first, [torch.rand(3, 32, 32), torch.rand(3, 24, 24)], PROMPTS) == ["tie", "tie"]
