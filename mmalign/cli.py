@@ -66,7 +66,8 @@ def command_rewards(args: argparse.Namespace) -> int:
         for c in cards
     ]
     print_table(["name", "modality", "differentiable", "prompt", "output", "description"], rows)
-    print("\nAlso: clip:ARCH/TAG (any open_clip model), local-dir:PATH, hf-hub:ORG/REPO.")
+    print("\nAlso: clip:ARCH/TAG (any open_clip model), vlm-judge:ORG/NAME (any image-text-to-text model), "
+          "local-dir:PATH, hf-hub:ORG/REPO, remote:HOST:PORT (mmalign serve-reward).")
     return 0
 
 

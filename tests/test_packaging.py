@@ -20,6 +20,8 @@ def test_wheel_ships_cards_and_pipelines(tmp_path):
     for pipeline in (ROOT / "pipelines").glob("*.py"):  # not __pycache__, which importing the files writes
         assert f"mmalign/_pipelines/{pipeline.name}" in names
     assert "mmalign/_demos/app.py" in names  # `mmalign demo` imports the page from there
+    for template in (ROOT / "mmalign" / "rewards" / "judge_templates").iterdir():  # VLM judges read these
+        assert f"mmalign/rewards/judge_templates/{template.name}" in names
     assert not any(name.startswith(("rewards/", "pipelines/", "demos/", "tests/")) for name in names)
     # the shapes world's weights ship, its training checkpoints do not
     assert "mmalign/shapes/weights/shapes-clip/open_clip_model.safetensors" in names
