@@ -36,6 +36,7 @@ FAMILIES = {
     "imagereward": "mmalign.rewards.imagereward:ImageReward",
     "vlm-judge": "mmalign.rewards.vlm_judge:VLMJudge",
     "videoreward": "mmalign.rewards.videoreward:VideoReward",
+    "shapes-video": "mmalign.rewards.shapes_video:ShapesVideoReward",
     "jpeg": "mmalign.rewards.jpeg:JPEGSize",
     "verifier": "mmalign.rewards.text:ExactAnswerVerifier",
     "sequence-classification": "mmalign.rewards.sequence_classification:SequenceClassificationReward",
