@@ -1,6 +1,7 @@
 """Shared fixtures; the toy rewards themselves live in toys.py."""
 
 import pytest
+
 from toys import write_tiny_clip
 
 

@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 import torch
-from vlm_toys import save_qwen2_vl, tokenizer
 
 from mmalign.rewards.imagereward import ImageRewardModel
 from mmalign.rewards.videoreward import REWARD_TOKENS
+from vlm_toys import save_qwen2_vl, tokenizer
 
 WORDS = ["a", "red", "green", "blue", "circle", "square", "triangle", "two", "left", "of", "above", "and"]
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,

@@ -1,13 +1,13 @@
 """The files in pipelines/ load as diffusers community pipelines, and as mmalign classes."""
 
 import pytest
-import tiny_pipelines
 import torch
 from diffusers import DiffusionPipeline
-from toys import MeanPixelReward
 
 import mmalign
+import tiny_pipelines
 from mmalign.errors import InvalidInputError
+from toys import MeanPixelReward
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,7 @@ LLAMA3_STYLE_TEMPLATE = (
 
 def char_tokenizer(specials: list[str], *, pair_template: tuple[str, str] | None = None, **special_roles):
     """A character-level PreTrainedTokenizerFast with ``specials`` first in the vocabulary."""
-    from tokenizers import (
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        pre_tokenizers,
-        processors,
-    )
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {token: index for index, token in enumerate([*specials, *CHARACTERS])}

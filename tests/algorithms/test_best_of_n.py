@@ -1,11 +1,11 @@
 import pytest
-import tiny_pipelines
 import torch
-from toys import MeanPixelReward
 
+import tiny_pipelines
 from mmalign.algorithms import best_of_n
 from mmalign.errors import InvalidInputError
 from mmalign.rewards import load_reward
+from toys import MeanPixelReward
 
 
 def test_the_kept_image_is_the_argmax_of_its_candidates():

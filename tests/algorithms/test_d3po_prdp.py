@@ -6,9 +6,9 @@ import json
 import math
 
 import pytest
-import tiny_pipelines
 import torch
 
+import tiny_pipelines
 from mmalign.algorithms.d3po import D3PO, D3POConfig, d3po, d3po_loss, simulated_choices
 from mmalign.algorithms.finetune import finetune
 from mmalign.algorithms.prdp import PRDP, PRDPConfig, prdp, prdp_loss

@@ -5,17 +5,11 @@ import json
 import math
 
 import pytest
-import tiny_pipelines
 import torch
 
+import tiny_pipelines
 from mmalign.algorithms.denoising import noise_coefficients, prediction_target
-from mmalign.algorithms.raft import (
-    RAFTConfig,
-    raft,
-    raft_method,
-    read_prompt_file,
-    select_samples,
-)
+from mmalign.algorithms.raft import RAFTConfig, raft, raft_method, read_prompt_file, select_samples
 from mmalign.config import load_config
 from mmalign.errors import InvalidInputError
 

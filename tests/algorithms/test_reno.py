@@ -2,14 +2,14 @@ import math
 import warnings
 
 import pytest
-import tiny_pipelines
 import torch
-from toys import MeanPixelReward
 
+import tiny_pipelines
 from mmalign.algorithms import ReNOConfig, noise_regularizer, optimize_noise, reno
 from mmalign.algorithms.reno import clip_per_image
 from mmalign.errors import InvalidInputError, NotDifferentiableError
 from mmalign.rewards import RewardOutput, load_reward
+from toys import MeanPixelReward
 
 FAMILIES = ["sd_turbo", "sdxl_turbo", "pixart", "flux_schnell"]
 

@@ -4,6 +4,7 @@ LoRA it saves used again by `mmalign generate --lora`."""
 import json
 
 import pytest
+
 import tiny_pipelines
 from test_cli import mmalign
 

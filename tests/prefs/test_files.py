@@ -8,10 +8,10 @@ import pyarrow.parquet
 import pytest
 import torch
 from PIL import Image
-from prefs_toys import grid_image
 
 from mmalign.errors import InvalidInputError
 from mmalign.prefs import PreferenceStore, load_preference_pairs, read_preference_file
+from prefs_toys import grid_image
 
 
 def save_png(image: torch.Tensor, path):

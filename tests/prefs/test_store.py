@@ -11,12 +11,12 @@ import numpy
 import pytest
 import torch
 from PIL import Image
-from prefs_toys import add_from_a_process, grid_image
-from test_cli import mmalign
 
-from mmalign.cli import main
 from mmalign.errors import InvalidInputError, PreferenceStoreError
 from mmalign.prefs import PreferenceStore
+from mmalign.cli import main
+from prefs_toys import add_from_a_process, grid_image
+from test_cli import mmalign
 
 
 def test_round_trip_keeps_labels_and_exact_pixels(store_path):

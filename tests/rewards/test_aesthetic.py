@@ -8,6 +8,7 @@ from mmalign.errors import WeightsNotFoundError
 from mmalign.rewards import load_reward
 from mmalign.rewards.aesthetic import AestheticMLP, AestheticScore
 
+
 UNPICKLED = []
 
 

@@ -2,12 +2,12 @@ import open_clip
 import pytest
 import torch
 from PIL import Image
-from toys import TINY_CLIP_CFG, write_tiny_clip
 
 from mmalign.errors import InvalidInputError, WeightsNotFoundError
 from mmalign.rewards import load_reward
 from mmalign.rewards.clip import CLIPScore, OpenCLIPEncoder, parse_variant
 from mmalign.rewards.preprocess import resize_and_crop, resized_shape
+from toys import TINY_CLIP_CFG, write_tiny_clip
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,10 @@
 
 import pytest
 import torch
-from toys import MeanPixelReward, constant_images
 
 from mmalign.errors import InvalidInputError, NotDifferentiableError
-from mmalign.rewards import (
-    Ensemble,
-    PreferenceStrength,
-    WeightedSum,
-    as_loss,
-    load_reward,
-)
+from mmalign.rewards import Ensemble, PreferenceStrength, WeightedSum, as_loss, load_reward
+from toys import MeanPixelReward, constant_images
 
 # Images of mean 0.2 and 0.6. Members (scale·m + shift):
 #   r1 = 2m      -> 0.4, 1.2   card stats (0.8, 0.4) -> z1 = -1, 1

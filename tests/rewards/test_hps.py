@@ -8,13 +8,13 @@ import open_clip
 import pytest
 import torch
 import torchvision.transforms.functional as TF
-from reward_checks import check_gradients_and_batch_invariance
-from reward_toys import write_hps_checkpoint
 
 from mmalign.errors import CheckpointMismatchError, WeightsNotFoundError
 from mmalign.rewards import load_reward
 from mmalign.rewards.hps import OPENAI_MEAN, OPENAI_STD, HPSv2Score
 from mmalign.rewards.preprocess import resize_and_crop
+from reward_checks import check_gradients_and_batch_invariance
+from reward_toys import write_hps_checkpoint
 
 PROMPTS = ["a red circle", "two blue squares", "a green triangle above a red circle"]
 

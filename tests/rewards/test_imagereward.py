@@ -5,12 +5,12 @@ reach the pixels; batches do not change scores; a file that does not fit names i
 
 import pytest
 import torch
-from reward_checks import check_gradients_and_batch_invariance
-from reward_toys import VISION, official_layout, write_imagereward
 
 from mmalign.errors import CheckpointMismatchError
 from mmalign.rewards import load_reward
 from mmalign.rewards.imagereward import HEAD_MEAN, HEAD_STD
+from reward_checks import check_gradients_and_batch_invariance
+from reward_toys import VISION, official_layout, write_imagereward
 
 PROMPTS = ["a red circle", "two blue squares", "a green triangle above a red circle"]
 

@@ -1,10 +1,11 @@
 import pytest
 import torch
 from PIL import Image
-from toys import MeanPixelReward, constant_images
 
 from mmalign.errors import InvalidInputError, NotDifferentiableError
 from mmalign.rewards import RewardOutput, load_reward
+
+from toys import MeanPixelReward, constant_images
 
 
 @pytest.fixture

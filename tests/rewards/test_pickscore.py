@@ -5,11 +5,11 @@ path, gradients reach the pixels, and batches do not change scores."""
 import pytest
 import torch
 from PIL import Image
-from reward_checks import check_gradients_and_batch_invariance
-from reward_toys import write_pickscore
 
 from mmalign.errors import WeightsNotFoundError
 from mmalign.rewards import load_reward
+from reward_checks import check_gradients_and_batch_invariance
+from reward_toys import write_pickscore
 
 PROMPTS = ["a red circle", "two blue squares", "a green triangle above a red circle"]
 

@@ -10,11 +10,11 @@ import time
 
 import pytest
 import torch
-from toys import MeanPixelReward
 
 from mmalign.errors import InvalidInputError, RemoteRewardError
 from mmalign.rewards import WeightedSum, load_reward
 from mmalign.rewards.server import RewardServer
+from toys import MeanPixelReward
 
 
 @pytest.fixture

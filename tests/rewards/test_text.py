@@ -6,20 +6,11 @@ import math
 
 import pytest
 import torch
-from text_toys import write_deberta_rm, write_llama_lm, write_llama_rm
 
-from mmalign.errors import (
-    InvalidInputError,
-    NotDifferentiableError,
-    UnknownRewardError,
-    WeightsNotFoundError,
-)
-from mmalign.rewards import (
-    ExactAnswerVerifier,
-    SequenceClassificationReward,
-    load_reward,
-)
+from mmalign.errors import InvalidInputError, NotDifferentiableError, UnknownRewardError, WeightsNotFoundError
+from mmalign.rewards import ExactAnswerVerifier, SequenceClassificationReward, load_reward
 from mmalign.rewards.text import completion_text, prompt_messages, prompt_text
+from text_toys import write_deberta_rm, write_llama_lm, write_llama_rm
 
 VERIFIER = "shapes-arithmetic-verifier"
 COMPLETIONS = ["168", "167", "a much longer completion, with words", "9"]

@@ -4,22 +4,14 @@ import math
 
 import pytest
 import torch
-from toys import MeanPixelReward, constant_images
 
 from mmalign.errors import InvalidInputError
 from mmalign.rewards import (
-    Affine,
-    Clamp,
-    Ensemble,
-    LogSigmoidCentered,
-    PPOCCalibration,
-    Reward,
-    RewardOutput,
-    RewardSpec,
-    UncertaintyWeighted,
-    ZScore,
-    as_loss,
+    Affine, Clamp, Ensemble, LogSigmoidCentered, PPOCCalibration, Reward, RewardOutput, RewardSpec,
+    UncertaintyWeighted, ZScore,
 )
+from mmalign.rewards import as_loss
+from toys import MeanPixelReward, constant_images
 
 IMAGES = constant_images(0.2, 0.6)  # r1 = 2m -> 0.4, 1.2
 

@@ -4,10 +4,10 @@ import pickle
 
 import pytest
 import torch
-from text_toys import write_llama_lm
 
 from mmalign.errors import InvalidInputError
 from mmalign.rewards import as_trl_reward_func, load_reward
+from text_toys import write_llama_lm
 
 VERIFIER = "shapes-arithmetic-verifier"
 

@@ -8,11 +8,11 @@ import warnings
 
 import pytest
 import torch
-from reward_toys import CARD, TINY, write_videoreward_release
 
 from mmalign.errors import CheckpointMismatchError, InvalidInputError
 from mmalign.rewards import load_reward
 from mmalign.rewards.videoreward import REWARD_TOKENS, frame_indices, frame_size
+from reward_toys import CARD, TINY, write_videoreward_release
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import random
 
 import pytest
 import torch
-from vlm_toys import save_llava, save_qwen2_vl
 
 from mmalign.errors import InvalidInputError
 from mmalign.rewards import load_reward
@@ -19,6 +18,7 @@ from mmalign.rewards.vlm_judge import (
     parse_number,
     parse_preference,
 )
+from vlm_toys import save_llava, save_qwen2_vl
 
 PROMPTS = ["a red circle", "two blue squares"]
 

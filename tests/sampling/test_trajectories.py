@@ -5,23 +5,14 @@ again step by step."""
 import math
 
 import pytest
-import tiny_pipelines
 import torch
-from diffusers import (
-    DDIMScheduler,
-    EulerDiscreteScheduler,
-    FlowMatchEulerDiscreteScheduler,
-)
+from diffusers import DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
 
+import tiny_pipelines
 from mmalign.errors import InvalidInputError
 from mmalign.sampling.ddim import ddim_step, gaussian_kl, gaussian_log_prob
-from mmalign.sampling.trajectories import (
-    adapters_disabled,
-    ddim_scheduler,
-    sample_trajectories,
-    step_log_probs,
-    text_conditioning,
-)
+from mmalign.sampling.trajectories import (adapters_disabled, ddim_scheduler, sample_trajectories, step_log_probs,
+                                           text_conditioning)
 
 
 def scheduler(prediction_type="epsilon", **overrides):

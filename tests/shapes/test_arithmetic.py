@@ -5,13 +5,7 @@ import pytest
 
 from mmalign.errors import InvalidInputError
 from mmalign.shapes.arithmetic import (
-    answer,
-    arithmetic_prompts,
-    extract_answer,
-    is_arithmetic,
-    is_correct,
-    near_miss,
-    split_of,
+    answer, arithmetic_prompts, extract_answer, is_arithmetic, is_correct, near_miss, split_of,
 )
 
 

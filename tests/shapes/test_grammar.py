@@ -2,13 +2,7 @@ import numpy as np
 import pytest
 
 from mmalign.shapes.grammar import (
-    CATEGORIES,
-    HELD_OUT_PAIRS,
-    UnjudgeablePromptError,
-    all_prompts,
-    hard_negatives,
-    parse_prompt,
-    prompts_for,
+    CATEGORIES, HELD_OUT_PAIRS, UnjudgeablePromptError, all_prompts, hard_negatives, parse_prompt, prompts_for,
 )
 
 

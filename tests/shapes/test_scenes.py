@@ -1,13 +1,7 @@
 import numpy as np
 import torch
 
-from mmalign.shapes import (
-    HELD_OUT_PAIRS,
-    ShapesDataset,
-    parse_prompt,
-    sample,
-    satisfies,
-)
+from mmalign.shapes import HELD_OUT_PAIRS, ShapesDataset, parse_prompt, sample, satisfies
 from mmalign.shapes.grammar import CATEGORIES, prompts_for
 from mmalign.shapes.scenes import scene_for
 

@@ -4,7 +4,6 @@ recipes, and ``load_causal_lm``."""
 import numpy as np
 import pytest
 import torch
-from text_toys import write_llama_lm
 
 from mmalign import models
 from mmalign.errors import InvalidInputError, WeightsNotFoundError
@@ -12,6 +11,7 @@ from mmalign.models import SHIPPED_DIR, load_causal_lm
 from mmalign.rewards import SequenceClassificationReward, load_reward
 from mmalign.shapes import train_lm, train_lm_rm
 from mmalign.shapes.arithmetic import answer, arithmetic_prompts, near_miss
+from text_toys import write_llama_lm
 
 # Measured on 256 held-out prompts when the weights were trained (see the reward card and
 # train_lm's docstring); the bands leave room for the sampling noise of 64 prompts (±6 points).
