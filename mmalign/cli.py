@@ -129,7 +129,7 @@ def sampling_kwargs(args: argparse.Namespace, fallback: dict | None = None) -> d
     from .models import sampling_defaults
 
     chosen = {"num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale}
-    return {**(fallback or {}), **sampling_defaults(args.model), **{k: v for k, v in chosen.items() if v is not None}}
+    return {**sampling_defaults(args.model, fallback), **{k: v for k, v in chosen.items() if v is not None}}
 
 
 def sample_images(pipeline, prompts: list[str], args: argparse.Namespace):

@@ -27,12 +27,12 @@ SHIPPED_MODELS = {
 }
 
 
-def sampling_defaults(name: str) -> dict:
-    """``num_inference_steps`` and ``guidance_scale`` a shipped model is meant for; empty for other
-    models, which then get their pipeline's own defaults."""
+def sampling_defaults(name: str, fallback: dict | None = None) -> dict:
+    """``num_inference_steps`` and ``guidance_scale`` a shipped model is meant for; for other models
+    ``fallback`` (empty: they get their pipeline's own defaults)."""
     shipped = SHIPPED_MODELS.get(name)
     if shipped is None:
-        return {}
+        return dict(fallback or {})
     return {"num_inference_steps": shipped.num_inference_steps, "guidance_scale": shipped.guidance_scale}
 
 

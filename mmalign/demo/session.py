@@ -135,7 +135,7 @@ class DemoSession:
             with lora_disabled(self.pipeline):
                 result = reno(self.pipeline, [prompt], list(objective.members), objective.weights,
                               ReNOConfig(iterations=int(iterations)), generator=generator, progress=progress,
-                              **self.sampling_kwargs(fallback))
+                              **sampling_defaults(self.model, fallback))
             base, aligned = result.base_images[0], result.images[0]
             curve = [(entry["iteration"], name, values[0]) for entry in result.history
                      for name, values in curve_series(entry).items()]
@@ -148,7 +148,7 @@ class DemoSession:
             with lora_disabled(self.pipeline):
                 result = best_of_n(self.pipeline, prompt, list(objective.members), int(num_candidates),
                                    objective.weights, generator=generator, keep_candidates=True,
-                                   progress=progress, **self.sampling_kwargs())
+                                   progress=progress, **sampling_defaults(self.model))
             base, aligned = result.candidates[0, 0], result.images[0]
             notes.append(f"The best of {int(num_candidates)} was candidate {int(result.best_index[0]) + 1}"
                          + (" (the base sample itself)." if int(result.best_index[0]) == 0 else "."))
@@ -182,10 +182,7 @@ class DemoSession:
     def generate(self, prompt: str, seed: int) -> Tensor:
         generator = torch.Generator(self.pipeline.device).manual_seed(seed)
         with torch.no_grad():
-            return self.pipeline(prompt, generator=generator, output_type="pt", **self.sampling_kwargs()).images[0]
-
-    def sampling_kwargs(self, fallback: dict | None = None) -> dict:
-        return {**(fallback or {}), **sampling_defaults(self.model)}
+            return self.pipeline(prompt, generator=generator, output_type="pt", **sampling_defaults(self.model)).images[0]
 
     @staticmethod
     def check_prompt(prompt) -> str:

@@ -24,9 +24,8 @@ from .base import RewardSpec
 from .card import RewardCard
 from .checkpoints import card_weights, load_exact, read_state_dict
 from .clip import CLIPScore, OpenCLIPEncoder
+from .preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 HPS_SPEC = RewardSpec(modality="image", differentiable=True, needs_prompt=True, output_kind="cosine",
                       output_range=(-1.0, 1.0))
 
@@ -54,7 +53,7 @@ class HPSv2Score(CLIPScore):
         state = {key.removeprefix("module."): value for key, value in state.items()}  # saved from DDP
         load_exact(model, state, source=str(checkpoint))
         size = open_clip.get_model_preprocess_cfg(model)["size"]  # 224 for ViT-H-14
-        preprocess = {"size": size, "mean": OPENAI_MEAN, "std": OPENAI_STD, "resize_mode": "letterbox"}
+        preprocess = {"size": size, "mean": OPENAI_CLIP_MEAN, "std": OPENAI_CLIP_STD, "resize_mode": "letterbox"}
         encoder = OpenCLIPEncoder(model.eval(), open_clip.get_tokenizer(model_name), preprocess)
         return cls(encoder, spec, name=name)
 

@@ -25,11 +25,9 @@ from .aesthetic import AestheticMLP
 from .base import Reward, RewardOutput, RewardSpec
 from .card import RewardCard
 from .checkpoints import card_weights, load_exact, read_state_dict
-from .preprocess import normalize, resize_and_crop
+from .preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, normalize, resize_and_crop
 
 HEAD_MEAN, HEAD_STD = 0.16717362830052426, 1.0333394966054072  # ImageReward.py: self.mean, self.std
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MAX_PROMPT_TOKENS = 35
 IMAGEREWARD_SPEC = RewardSpec(modality="image", differentiable=True, needs_prompt=True, output_kind="score",
                               mean=0.0, std=1.0)
@@ -134,7 +132,7 @@ class ImageReward(Reward):
     def forward(self, images: Tensor, prompts: list[str]) -> RewardOutput:
         parameter = next(self.model.parameters())
         pixels = resize_and_crop(images.to(parameter.device, torch.float32), self.image_size)
-        pixels = normalize(pixels, CLIP_MEAN, CLIP_STD).to(parameter.dtype)
+        pixels = normalize(pixels, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD).to(parameter.dtype)
         tokens = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=MAX_PROMPT_TOKENS,
                                 return_tensors="pt").to(parameter.device)
         raw = self.model(pixels, tokens.input_ids, tokens.attention_mask)

@@ -18,6 +18,9 @@ from torch import Tensor
 from ..errors import InvalidInputError
 
 RESIZE_MODES = ("shortest", "squash", "letterbox")
+# OpenAI CLIP's pixel statistics, which open_clip, HPSv2, PickScore and BLIP (ImageReward) all normalise with
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:

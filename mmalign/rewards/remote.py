@@ -58,8 +58,7 @@ class RemoteReward(Reward):
             chunk = samples[start : start + self.batch_size]
             chunk_prompts = prompts[start : start + self.batch_size] if prompts is not None else None
             outputs.append(decode_output(self._request("/score", encode_request(chunk, chunk_prompts))))
-        output = concat_outputs(outputs)
-        return RewardOutput(output.reward.to(self.device), output.heads, output.uncertainty, output.mask)
+        return concat_outputs(outputs)
 
 
 def _server_message(error: urllib.error.HTTPError) -> str:

@@ -194,13 +194,13 @@ class VLMJudge(Reward):
     def inputs(self, images: list, questions: list[str]):
         """The processor's batch for one image (or several, for pairs) and one question each, left
         padded so that every row's next token is its first answer token."""
-        from PIL import Image
+        from ..prefs.images import as_pil_image  # quantised as everywhere else: round(x·255)
 
         messages = [[{"role": "user", "content": [*({"type": "image"} for _ in group), {"type": "text", "text": q}]}]
                     for group, q in zip(images, questions)]
         texts = [self.processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
-        pil = [Image.fromarray((im.reshape(im.shape[-3:]).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy())
-               for group in images for im in group]  # mixed sizes come as [1,3,H,W] items
+        pil = [as_pil_image(im.reshape(im.shape[-3:]), "samples")  # mixed sizes come as [1,3,H,W] items
+               for group in images for im in group]
         self.tokenizer.padding_side = "left"
         return self.processor(text=texts, images=pil, return_tensors="pt", padding=True).to(self.device)
 

@@ -18,11 +18,10 @@ from safetensors.torch import save_file
 
 from .data import ShapesDataset
 from .grammar import hard_negatives, parse_prompt
+from ..rewards.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from ..storage import atomic_write
 from .training import Stopwatch, degrade, load_checkpoint, run_steps, save_checkpoint
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 MODEL_CFG = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": 32, "layers": 3, "width": 96, "patch_size": 4, "head_width": 32},
@@ -32,7 +31,7 @@ DEFAULTS = {"steps": 1800, "batch_size": 128, "lr": 1e-3, "train_images": 40_000
 
 
 def write_config(directory: Path) -> None:
-    config = {"model_cfg": MODEL_CFG, "preprocess_cfg": {"mean": list(OPENAI_MEAN), "std": list(OPENAI_STD)}}
+    config = {"model_cfg": MODEL_CFG, "preprocess_cfg": {"mean": list(OPENAI_CLIP_MEAN), "std": list(OPENAI_CLIP_STD)}}
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "open_clip_config.json").write_text(json.dumps(config, indent=2))
 
@@ -107,8 +106,8 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, batch_size: int
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
     return (images - mean) / std
 
 

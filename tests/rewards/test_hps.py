@@ -11,8 +11,8 @@ import torchvision.transforms.functional as TF
 
 from mmalign.errors import CheckpointMismatchError, WeightsNotFoundError
 from mmalign.rewards import load_reward
-from mmalign.rewards.hps import OPENAI_MEAN, OPENAI_STD, HPSv2Score
-from mmalign.rewards.preprocess import resize_and_crop
+from mmalign.rewards.hps import HPSv2Score
+from mmalign.rewards.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, resize_and_crop
 from reward_checks import check_gradients_and_batch_invariance
 from reward_toys import write_hps_checkpoint
 
@@ -51,7 +51,7 @@ def test_letterbox_matches_hpsv2s_resize_max_size(shape):
 def test_score_is_the_cosine_of_the_checkpoint_model_on_letterboxed_pixels(hps, official_checkpoint, tiny_clip_dir):
     _, model = official_checkpoint
     images = torch.rand(3, 3, 40, 64, generator=torch.Generator().manual_seed(1))
-    mean, std = torch.tensor(OPENAI_MEAN).view(3, 1, 1), torch.tensor(OPENAI_STD).view(3, 1, 1)
+    mean, std = torch.tensor(OPENAI_CLIP_MEAN).view(3, 1, 1), torch.tensor(OPENAI_CLIP_STD).view(3, 1, 1)
     pixels = torch.stack([(reference_letterbox(image, 32) - mean) / std for image in images])
     with torch.no_grad():
         image = model.encode_image(pixels)
