@@ -74,27 +74,34 @@ def quality(args) -> dict:
     return results
 
 
+MEMORY_SETUP = """
+# Stable Diffusion 1.5's UNet config (860M parameters); the class defaults plus its cross-attention width
+from diffusers import UNet2DConditionModel
+model = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+lora = dict(rank=4)
+latents, text = torch.randn(2, 4, 32, 32), torch.randn(2, 77, 768)  # CFG: unconditional and conditional rows
+timestep = torch.tensor([500, 500])
+forward = lambda module: module(latents, timestep, encoder_hidden_states=text).sample
+model.enable_gradient_checkpointing()  # D3POConfig's default, after the official code
+"""
+
+# one training step against the reference; the setup defines model, lora, forward
 MEMORY_STEP = """
 import copy, resource, sys, torch
-from diffusers import UNet2DConditionModel
 from mmalign.algorithms.lora import add_lora
 from mmalign.sampling.trajectories import adapters_disabled
 torch.manual_seed(0)
-# Stable Diffusion 1.5's UNet config (860M parameters); the class defaults plus its cross-attention width
-unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
-reference = copy.deepcopy(unet).requires_grad_(False) if sys.argv[1] == "copy" else None
-add_lora(unet, rank=4)
-unet.enable_gradient_checkpointing()  # D3POConfig's default, after the official code
-optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=1e-5)
-latents, text = torch.randn(2, 4, 32, 32), torch.randn(2, 77, 768)  # CFG: unconditional and conditional rows
-timestep = torch.tensor([500, 500])
+{setup}
+reference = copy.deepcopy(model).requires_grad_(False) if sys.argv[1] == "copy" else None
+add_lora(model, **lora)
+optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 with torch.no_grad():
     if reference is None:
-        with adapters_disabled(unet):
-            ref = unet(latents, timestep, encoder_hidden_states=text).sample
+        with adapters_disabled(model):
+            ref = forward(model)
     else:
-        ref = reference(latents, timestep, encoder_hidden_states=text).sample
-loss = ((unet(latents, timestep, encoder_hidden_states=text).sample - ref) ** 2).mean()
+        ref = forward(reference)
+loss = ((forward(model) - ref) ** 2).mean()
 loss.backward()
 optimizer.step()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # MiB on Linux
@@ -102,14 +109,23 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # MiB on Linux
 
 
 def memory(args) -> dict:
+    return reference_memory(MEMORY_SETUP, "Peak resident memory of one D3PO step, SD-1.5-sized UNet (random weights), "
+                                         "batch 1 with CFG at 256 px")
+
+
+def reference_memory(setup: str, title: str) -> dict:
+    """Run one training step of the model ``setup`` builds, with the reference as the model with its
+    LoRA disabled and as a frozen copy, each in its own process; print and return both peak RSS and
+    their ratio."""
     peaks = {}
     for variant in ("lora-disabled", "copy"):
-        result = subprocess.run([sys.executable, "-c", MEMORY_STEP, variant], capture_output=True, text=True)
+        script = MEMORY_STEP.format(setup=setup)
+        result = subprocess.run([sys.executable, "-c", script, variant], capture_output=True, text=True)
         if result.returncode:
             raise RuntimeError(f"the {variant} memory step failed:\n{result.stderr[-2000:]}")
         peaks[variant] = float(result.stdout.strip().splitlines()[-1])
     ratio = peaks["lora-disabled"] / peaks["copy"]
-    print("\nPeak resident memory of one D3PO step, SD-1.5-sized UNet (random weights), batch 1 with CFG at 256 px")
+    print(f"\n{title}")
     print_table(["reference", "peak MiB", "ratio"], [["LoRA disabled (mmalign)", f"{peaks['lora-disabled']:.0f}", f"{ratio:.3f}"],
                                                      ["full frozen copy", f"{peaks['copy']:.0f}", "1.000"]])
     return {**peaks, "ratio": ratio}

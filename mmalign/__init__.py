@@ -9,7 +9,7 @@ except PackageNotFoundError:  # a source checkout that was never installed
 
 from .rewards import Reward, RewardOutput, RewardSpec, list_rewards, load_reward  # noqa: E402
 
-__all__ = ["BestOfNPipeline", "ReNOPipeline", "Reward", "RewardOutput", "RewardSpec", "__version__", "list_rewards",
+__all__ = ["BestOfNPipeline", "FlowNRGPipeline", "ReNOPipeline", "Reward", "RewardOutput", "RewardSpec", "__version__", "list_rewards",
            "load_reward", "pipelines_path"]
 
 

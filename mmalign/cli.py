@@ -132,19 +132,30 @@ def sampling_kwargs(args: argparse.Namespace, fallback: dict | None = None) -> d
     return {**sampling_defaults(args.model, fallback), **{k: v for k, v in chosen.items() if v is not None}}
 
 
-def sample_images(pipeline, prompts: list[str], args: argparse.Namespace):
+def generate_images_of(pipeline, prompts: list[str], args: argparse.Namespace, size: dict | None = None):
+    from .sampling.pipelines import family
     from .shapes.evaluation import generate_images
 
-    return generate_images(pipeline, prompts, seed=args.seed, **sampling_kwargs(args))
+    if family(pipeline) == "WanPipeline":
+        raise InvalidInputError(f"--model: {args.model!r} is a video model; `mmalign generate` samples it, and "
+                                "`mmalign eval` judges image models only.")
+    return generate_images(pipeline, prompts, seed=args.seed, **sampling_kwargs(args), **(size or {}))
 
 
 def command_generate(args: argparse.Namespace) -> int:
     from torchvision.utils import make_grid, save_image
 
+    from .cli_flow import generate_video, size_kwargs
+    from .sampling.pipelines import family
+
     if args.num_images < 1:
         raise InvalidInputError(f"-n/--num-images: must be at least 1, got {args.num_images}.")
     output_dir, pipeline = open_model(args)
-    images = sample_images(pipeline, [args.prompt] * args.num_images, args)
+    if family(pipeline) == "WanPipeline":
+        report = generate_video(args, output_dir, pipeline, sampling_kwargs(args))
+        print(json.dumps(report, indent=2) if args.json else f"wrote {report['frames']} and {len(report['videos'])} videos")
+        return 0
+    images = generate_images_of(pipeline, [args.prompt] * args.num_images, args, size_kwargs(args, video=False))
     grid_path = output_dir / "grid.png"
     save_image(make_grid(images, nrow=min(8, len(images)), padding=2), grid_path)
     for index, image in enumerate(images):
@@ -164,7 +175,7 @@ def command_eval(args: argparse.Namespace) -> int:
     output_dir, pipeline = open_model(args)
     proxy = load_reward(args.reward, device=args.device) if args.reward else None
     prompts = evaluation_prompts(args.split, args.per_category, args.seed)
-    images = sample_images(pipeline, prompts, args)
+    images = generate_images_of(pipeline, prompts, args)
     evaluation = evaluate_images(images, prompts, proxy)
     result = {"model": args.model, "split": args.split, "seed": args.seed, **evaluation.to_dict()}
     (output_dir / "eval.json").write_text(json.dumps(result, indent=2))
@@ -222,7 +233,10 @@ TRAINERS = {
     "raft": ("mmalign.algorithms.raft", "RAFTConfig", "raft"),
     "d3po": ("mmalign.algorithms.d3po", "D3POConfig", "d3po"),
     "prdp": ("mmalign.algorithms.prdp", "PRDPConfig", "prdp"),
+    "flow-dpo": ("mmalign.algorithms.flow_dpo", "FlowDPOConfig", "flow_dpo"),
+    "flow-rwr": ("mmalign.algorithms.flow_rwr", "FlowRWRConfig", "flow_rwr"),
 }
+PREFERENCE_TRAINERS = ("d3po", "flow-dpo")
 
 
 def command_train(args: argparse.Namespace) -> int:
@@ -232,9 +246,9 @@ def command_train(args: argparse.Namespace) -> int:
 
     module_name, config_name, function_name = TRAINERS[args.method]
     if args.prefs is not None:
-        if args.method != "d3po":
-            raise InvalidInputError(f"--prefs: only D3PO trains on labelled pairs, not {args.method}. "
-                                    "Fix: `mmalign train d3po --prefs STORE`.")
+        if args.method not in PREFERENCE_TRAINERS:
+            raise InvalidInputError(f"--prefs: only D3PO and Flow-DPO train on labelled pairs, not {args.method}. "
+                                    "Fix: `mmalign train d3po --prefs STORE` (or flow-dpo for a flow model).")
         if not Path(args.prefs).is_file():
             raise InvalidInputError(f"--prefs: {args.prefs!r} does not exist; pass a preference store (.db) or a "
                                     "JSONL/Parquet file of pairs (the demo's store is printed under its buttons).")
@@ -326,6 +340,7 @@ def _format(value: float | None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cli_flow import add_nrg_parser, add_size_arguments
     from .models import SHIPPED_MODELS
 
     def own(setting: str) -> str:
@@ -367,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--prompt", required=True)
     generate.add_argument("-n", "--num-images", type=int, default=8)
     generate.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_ROOT / "generate"))
+    add_size_arguments(generate)
     generate.set_defaults(run=command_generate)
 
     evaluate = commands.add_parser("eval", parents=[sampling], help="ShapesEval of a model, with a proxy reward beside it")
@@ -387,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     optimise.add_argument("--gradient-checkpointing", action="store_true", help="less memory, more time")
     optimise.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_ROOT / "reno"))
     optimise.set_defaults(run=command_reno)
+    add_nrg_parser(commands, sampling)
 
     prefs = commands.add_parser("prefs", help="inspect and export a preference store (labelled image pairs)")
     prefs_commands = prefs.add_subparsers(dest="prefs_command", metavar="SUBCOMMAND", required=True)
@@ -400,17 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
     prefs.set_defaults(run=command_prefs)
 
     train = commands.add_parser(
-        "train", help="fine-tune a model (RAFT, D3PO, PRDP); runs under `accelerate launch` too",
+        "train", help="fine-tune a model (RAFT, D3PO, PRDP, Flow-DPO, Flow-RWR); runs under `accelerate launch` too",
         description="Fine-tune with a method's config: defaults, then --config FILE (YAML), then key=value overrides. "
                     "Every key is a field of the method's config class (mmalign.algorithms.RAFTConfig, D3POConfig, "
-                    "PRDPConfig).",
+                    "PRDPConfig, FlowDPOConfig, FlowRWRConfig).",
     )
     train.add_argument("method", choices=sorted(TRAINERS))
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. learning_rate=1e-4 use_lora=false")
     train.add_argument("--config", default=None, help="a YAML file of config keys")
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     train.add_argument("--prefs", default=None, metavar="STORE",
-                       help="D3PO only: train on the pairs labelled in this store (.db) or JSONL/Parquet file "
+                       help="D3PO and Flow-DPO: train on the pairs labelled in this store (.db) or JSONL/Parquet file "
                             "(the same as preferences=STORE)")
     train.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
     train.set_defaults(run=command_train)

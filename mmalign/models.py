@@ -13,27 +13,33 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "shapes" / "weights"
 
 @dataclass(frozen=True)
 class ShippedModel:
-    """A generator that ships with mmalign, and how it is meant to be sampled."""
+    """A generator that ships with mmalign, and how it is meant to be sampled: steps, guidance and,
+    for video models, the clip's size (their pipelines default to far larger ones)."""
 
     pipeline_class: str
     num_inference_steps: int
     guidance_scale: float
+    video_size: dict | None = None
 
 
 SHIPPED_MODELS = {
     "shapes-sd": ShippedModel("StableDiffusionPipeline", num_inference_steps=25, guidance_scale=3.0),
     "shapes-turbo": ShippedModel("StableDiffusionPipeline", num_inference_steps=1, guidance_scale=0.0),
     "shapes-flow": ShippedModel("StableDiffusion3Pipeline", num_inference_steps=28, guidance_scale=5.0),
+    "shapes-video": ShippedModel("WanPipeline", num_inference_steps=20, guidance_scale=4.0,
+                                 video_size={"num_frames": 9, "height": 32, "width": 32}),
 }
 
 
 def sampling_defaults(name: str, fallback: dict | None = None) -> dict:
-    """``num_inference_steps`` and ``guidance_scale`` a shipped model is meant for; for other models
-    ``fallback`` (empty: they get their pipeline's own defaults)."""
+    """``num_inference_steps``, ``guidance_scale`` (and a video model's ``num_frames``, ``height`` and
+    ``width``) a shipped model is meant for; for other models ``fallback`` (empty: they get their
+    pipeline's own defaults)."""
     shipped = SHIPPED_MODELS.get(name)
     if shipped is None:
         return dict(fallback or {})
-    return {"num_inference_steps": shipped.num_inference_steps, "guidance_scale": shipped.guidance_scale}
+    return {"num_inference_steps": shipped.num_inference_steps, "guidance_scale": shipped.guidance_scale,
+            **(shipped.video_size or {})}
 
 
 def resolve_model(name: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from ._resources import import_shipped_file, resource_dir
 from .errors import InvalidInputError
 
-PIPELINE_CLASSES = {"reno": "ReNOPipeline", "best_of_n": "BestOfNPipeline"}
+PIPELINE_CLASSES = {"reno": "ReNOPipeline", "best_of_n": "BestOfNPipeline", "flow_nrg": "FlowNRGPipeline"}
 
 
 def pipelines_path(name: str) -> str:

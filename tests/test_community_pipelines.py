@@ -50,5 +50,25 @@ def test_from_pipe_shares_the_modules_without_casting_them(family):
 
 
 def test_an_unknown_pipeline_name_lists_the_shipped_ones():
-    with pytest.raises(InvalidInputError, match="reno, best_of_n"):
+    with pytest.raises(InvalidInputError, match="reno, best_of_n, flow_nrg"):
         mmalign.pipelines_path("dpo")
+
+
+def test_flow_nrg_file_loads_on_a_video_model_and_matches_the_stock_pipeline_unguided(tmp_path):
+    tiny_pipelines.build("wan").save_pretrained(tmp_path)
+    pipeline = DiffusionPipeline.from_pretrained(tmp_path, custom_pipeline=mmalign.pipelines_path("flow_nrg"),
+                                                 trust_remote_code=True, torch_dtype=torch.float32)
+    assert type(pipeline).__name__ == "FlowNRGPipeline"
+    pipeline.set_progress_bar_config(disable=True)
+    size = dict(height=16, width=16, num_frames=5, max_sequence_length=tiny_pipelines.TOKENS, num_inference_steps=2)
+    unguided = pipeline("a red circle moving left", reward="shapes-video-reward", head_weights={"TA": 0.0},
+                        generator=torch.Generator().manual_seed(0), output_type="pt", **size)
+    stock = DiffusionPipeline.from_pretrained(tmp_path, torch_dtype=torch.float32)
+    stock.set_progress_bar_config(disable=True)
+    expected = stock("a red circle moving left", generator=torch.Generator().manual_seed(0), output_type="pt",
+                     guidance_scale=5.0, **size).frames
+    torch.testing.assert_close(unguided.frames, expected, atol=1e-4, rtol=1e-4)
+    guided = pipeline("a red circle moving left", reward="shapes-video-reward", head_weights={"TA": 100.0},
+                      generator=torch.Generator().manual_seed(0), output_type="np", **size)
+    assert guided.frames.shape == (1, 5, 16, 16, 3) and guided.head_weights == {"TA": 100.0}
+    assert mmalign.FlowNRGPipeline.from_pipe(stock).vae is stock.vae

@@ -31,3 +31,11 @@ def test_accelerate_configs_parse_as_accelerate_reads_them(name):
 def test_raft_configs_build_their_dataclass(path):
     config = load_config(RAFTConfig, path)
     assert config.model in {"shapes-sd", "shapes-lm"} and config.num_samples_per_prompt > 1
+
+
+@pytest.mark.parametrize("method", ["flow-dpo", "flow-rwr"])
+def test_flow_configs_build_their_dataclass(method):
+    from mmalign.algorithms import FlowDPOConfig, FlowRWRConfig
+
+    config = load_config({"flow-dpo": FlowDPOConfig, "flow-rwr": FlowRWRConfig}[method], CONFIGS / method / "shapes-video.yaml")
+    assert config.model == "shapes-video" and config.reward == "shapes-video-reward" and config.lora_alpha == 2 * config.rank

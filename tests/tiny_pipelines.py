@@ -146,6 +146,8 @@ CALL_KWARGS = {
     "flux_schnell": {"height": 16, "width": 16, "max_sequence_length": TOKENS},
     "sd": {"num_inference_steps": 2, "guidance_scale": 2.0},
     "sd3": {"num_inference_steps": 2, "guidance_scale": 2.0, "max_sequence_length": TOKENS},
+    "wan": {"num_inference_steps": 2, "guidance_scale": 2.0, "max_sequence_length": TOKENS, "height": 16, "width": 16,
+            "num_frames": 5},
 }
 
 
@@ -158,5 +160,29 @@ def save(name: str, directory, seed: int = 0) -> str:
 def build(name: str, seed: int = 0):
     torch.manual_seed(seed)
     pipeline = globals()[name]()
+    for module in pipeline.components.values():  # as from_pretrained leaves them: no dropout
+        if isinstance(module, torch.nn.Module):
+            module.eval()
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+def wan():
+    """Wan 2.1's classes: 5 frames of 16×16 ↔ 3 latent frames of 8×8 (2× in time and space)."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+
+    autoencoder = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[True],
+                                   latents_mean=[0.1, -0.2, 0.0, 0.3], latents_std=[1.5, 0.5, 1.0, 2.0],
+                                   scale_factor_temporal=2, scale_factor_spatial=2)
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4,
+                                        out_channels=4, text_dim=32, freq_dim=16, ffn_dim=32, num_layers=1,
+                                        rope_max_seq_len=16)
+    return WanPipeline(tokenizer=tokenizer(), text_encoder=umt5_text_encoder(), transformer=transformer, vae=autoencoder,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+
+
+def umt5_text_encoder(d_model: int = 32):
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    return UMT5EncoderModel(UMT5Config(vocab_size=VOCAB, d_model=d_model, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                                       pad_token_id=49407, decoder_start_token_id=0))

@@ -18,6 +18,8 @@ from ..errors import InvalidInputError
 from ..models import SHIPPED_MODELS, load_lora, load_pipeline, sampling_defaults
 from ..prefs import CHOICES, PreferenceStore
 from ..rewards import WeightedSum, load_reward, parse_weighted_name
+from ..sampling.flow import VIDEO_FAMILIES
+from ..sampling.pipelines import family
 
 METHODS = ("ReNO", "best-of-N", "LoRA")
 MAX_PROMPT_CHARACTERS = 1000  # far past what any text encoder reads (CLIP: 77 tokens)
@@ -73,6 +75,9 @@ class DemoSession:
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.pipeline = load_pipeline(model, device)
+        if family(self.pipeline) in VIDEO_FAMILIES:
+            raise InvalidInputError(f"--model: {model!r} is a video model; the demo compares images. Fix: "
+                                    f"`mmalign generate --model {model}` or `mmalign nrg` for videos.")
         self.shapes_world = model in SHIPPED_MODELS
         self.lora: str | None = None
         self._rewards: dict[str, torch.nn.Module] = {}

@@ -1,7 +1,8 @@
 """Preference pairs from files, the forms a trainer (D3PO) reads besides the store.
 
 - JSONL, one object a line: ``{"prompt", "left", "right", "choice"}`` with image paths relative
-  to the JSONL file's folder and choice ``"left"``, ``"right"`` or ``"tie"``; or TRL's
+  to the JSONL file's folder (an animated GIF is a video) and choice ``"left"``, ``"right"`` or
+  ``"tie"``; or TRL's
   ``{"prompt", "chosen", "rejected"}``, read as ``left=chosen, right=rejected, choice="left"``.
 - Parquet with the same columns: images as ``datasets.Image()`` structs (``bytes``/``path``, the
   store's export) or as path strings relative to the Parquet file's folder.
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from ..errors import InvalidInputError, require
 from ..rewards.inputs import load_image
+from ..video_files import read_video
 from .images import image_tensor_from_bytes, naming
 from .store import CHOICES, PreferencePair, PreferenceStore, check_choice
 
@@ -96,7 +98,8 @@ def _pair(row: dict, where: str, folder: Path) -> PreferencePair:
 
 
 def _image(value, where: str, folder: Path):
-    """A path string (relative to ``folder``) or a ``{"bytes", "path"}`` struct as ``[3,H,W]`` in [0,1]."""
+    """A path string (relative to ``folder``) or a ``{"bytes", "path"}`` struct as ``[3,H,W]`` in [0,1];
+    an animated GIF as a video, ``[T,3,H,W]``."""
     if isinstance(value, dict) and value.get("bytes") is not None:
         try:
             return image_tensor_from_bytes(value["bytes"])
@@ -111,4 +114,7 @@ def _image(value, where: str, folder: Path):
         raise InvalidInputError(f"{where}: image {value!r} not found (looked at {str(file)!r}). "
                                 f"Fix: image paths are relative to the file's folder {str(folder)!r}.")
     with naming(where):
+        if file.suffix.lower() == ".gif":
+            video = read_video(file)
+            return video if len(video) > 1 else video[0]
         return load_image(file)

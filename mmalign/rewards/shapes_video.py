@@ -4,9 +4,9 @@
 - ``VQ`` (visual quality): shapes-clip's cosine between each frame and the caption's object
   ("a red circle" of "a red circle moving left"), averaged over frames;
 - ``MQ`` (motion quality): how far the object moves, up to the world's typical travel, less how
-  unevenly: ``min(‖c_T − c_1‖ / 0.35, 1) − mean_t ‖c_{t+1} − 2c_t + c_{t−1}‖ / 0.2``;
+  unevenly: ``min(‖c_T − c_1‖ / 0.40, 1) − mean_t ‖c_{t+1} − 2c_t + c_{t−1}‖ / 0.2``;
 - ``TA`` (text alignment): the object's travel along the named direction, less its travel across
-  it, over the world's typical travel: ``(d·u − |d×u|) / 0.35``, clipped to [−1, 1].
+  it, over the world's typical travel: ``(d·u − |d×u|) / 0.40``, clipped to [−1, 1].
 
 ``c_t`` is the soft centroid of frame t's pixels near the named colour (any saturated colour when
 the caption names none), weighted by ``exp(−‖pixel − colour‖² / 2τ²)``, so every head is
@@ -26,7 +26,7 @@ from ..errors import InvalidInputError
 from .base import Reward, RewardOutput, RewardSpec
 from .card import RewardCard
 
-TRAVEL = 0.35  # the lower end of a clip's travel (shapes.video.SPEED × 7 frames)
+TRAVEL = 0.40  # the lower end of a clip's travel (shapes.video.SPEED × 8 steps between 9 frames)
 JERK = 0.2  # a shuffled clip scores about −2, a smooth one about 0.9
 TAU = 0.15  # colour distance (RGB in [0,1]) at which membership falls to e^-1/2; grey backgrounds weigh ~1e-7
 SHAPES_VIDEO_SPEC = RewardSpec(modality="video", differentiable=True, needs_prompt=True, output_kind="score")

@@ -18,6 +18,7 @@ STOCK_PIPELINES = {
     "PixArtTransformer2DModel": "PixArtAlphaPipeline",
     "SD3Transformer2DModel": "StableDiffusion3Pipeline",
     "FluxTransformer2DModel": "FluxPipeline",
+    "WanTransformer3DModel": "WanPipeline",
 }
 
 
@@ -34,7 +35,7 @@ def family(pipeline) -> str:
     if name not in STOCK_PIPELINES:
         raise InvalidInputError(
             f"pipeline: its denoiser is a {name}; mmalign knows {', '.join(STOCK_PIPELINES)}. "
-            "Fix: pass a StableDiffusion, StableDiffusionXL, PixArtAlpha, StableDiffusion3 or Flux pipeline."
+            "Fix: pass a StableDiffusion, StableDiffusionXL, PixArtAlpha, StableDiffusion3, Flux or Wan pipeline."
         )
     if name == "UNet2DConditionModel" and getattr(pipeline, "text_encoder_2", None) is not None:
         return "StableDiffusionXLPipeline"

@@ -39,15 +39,24 @@ def evaluation_prompts(split: str = "heldout", per_category: int = 16, seed: int
     return prompts
 
 
-@torch.no_grad()
 def generate_images(pipeline, prompts: list[str], seed: int = 0, batch_size: int = 32, **call_kwargs) -> torch.Tensor:
     """``[N,3,H,W]`` images in [0,1], one per prompt, seeded per batch so results repeat."""
-    images = []
+    return generate_batches(pipeline, prompts, "images", seed, batch_size, call_kwargs)
+
+
+def generate_videos(pipeline, prompts: list[str], seed: int = 0, batch_size: int = 32, **call_kwargs) -> torch.Tensor:
+    """``[N,T,3,H,W]`` videos in [0,1] from a video pipeline, one per prompt, seeded per batch."""
+    return generate_batches(pipeline, prompts, "frames", seed, batch_size, call_kwargs)
+
+
+@torch.no_grad()
+def generate_batches(pipeline, prompts: list[str], field: str, seed: int, batch_size: int, call_kwargs: dict) -> torch.Tensor:
+    samples = []
     for start in range(0, len(prompts), batch_size):
         generator = torch.Generator(pipeline.device).manual_seed(seed + start)
         output = pipeline(prompts[start : start + batch_size], generator=generator, output_type="pt", **call_kwargs)
-        images.append(output.images.float().cpu())
-    return torch.cat(images)
+        samples.append(getattr(output, field).float().cpu())
+    return torch.cat(samples)
 
 
 def evaluate_images(images: torch.Tensor, prompts: list[str], proxy=None) -> ModelEvaluation:

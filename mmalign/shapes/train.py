@@ -20,6 +20,7 @@ RECIPES = {
     "shapes-sd": "mmalign.shapes.train_sd",
     "shapes-turbo": "mmalign.shapes.train_turbo",
     "shapes-flow": "mmalign.shapes.train_flow",
+    "shapes-video": "mmalign.shapes.train_video",
     "shapes-lm": "mmalign.shapes.train_lm",
     "shapes-lm-rm": "mmalign.shapes.train_lm_rm",  # starts from shapes-lm: train that first
 }

@@ -23,21 +23,23 @@ DEFAULTS = {"steps": 3000, "vae_steps": 600, "batch_size": 32, "lr": 6e-4, "vae_
 VAE_CHECKPOINT, UNET_CHECKPOINT = "checkpoint-vae.pt", "checkpoint.pt"
 
 
-def train_vae(vae, images: torch.Tensor, output_dir: Path, config: dict, seed: int, resume: bool) -> list[float]:
-    steps = config["vae_steps"]
+def train_vae(vae, images: torch.Tensor, output_dir: Path, config: dict, seed: int, resume: bool,
+              desc: str = "shapes-sd vae") -> list[float]:
+    """MSE + 1e-6·KL on uint8 ``images`` (``[N,3,H,W]``, or ``[N,3,T,H,W]`` clips for a video VAE)."""
+    steps, batch_size = config["vae_steps"], config.get("vae_batch_size", config["batch_size"])
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config["vae_lr"])
     rng = np.random.default_rng([seed, 1])
     resume_state = dict(total_steps=steps, rng=rng, vae=vae, optimizer=optimizer)
     start = load_checkpoint(output_dir, VAE_CHECKPOINT, **resume_state) if resume else 0
     def compute_loss(step: int) -> torch.Tensor:
-        batch = images[torch.from_numpy(rng.choice(len(images), config["batch_size"], replace=False))].float() / 127.5 - 1
+        batch = images[torch.from_numpy(rng.choice(len(images), batch_size, replace=False))].float() / 127.5 - 1
         posterior = vae.encode(batch).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample
         return F.mse_loss(reconstruction, batch) + 1e-6 * posterior.kl().mean()
 
     vae.train()
     losses = run_steps(compute_loss, optimizer, start=start, steps=steps, lr=config["vae_lr"],
-                       warmup=min(100, steps // 10 + 1), desc="shapes-sd vae",
+                       warmup=min(100, steps // 10 + 1), desc=desc,
                        checkpoint=lambda step: save_checkpoint(output_dir, step, VAE_CHECKPOINT, **resume_state))
     vae.eval()
     return losses

@@ -24,8 +24,8 @@ from .grammar import COLOURS, HELD_OUT_FRACTION, HELD_OUT_PAIRS, SHAPES, Unjudge
 from .scenes import MARGIN, MAX_SIZE, MIN_SIZE, Scene, ShapeObject, _random_background, render
 
 DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}  # y points down
-NUM_FRAMES = 8
-SPEED = (0.05, 0.07)  # of the image side per frame: 0.35–0.49 over 8 frames
+NUM_FRAMES = 9  # 4k+1, as Wan-style video VAEs expect (their first frame is encoded alone)
+SPEED = (0.05, 0.07)  # of the image side per frame: 0.40–0.56 over 9 frames
 DISTRACTOR_PROBABILITY = 0.3
 _PATTERN = re.compile(rf"^a (?:(?P<colour>{'|'.join(COLOURS)}) )?(?P<shape>{'|'.join(SHAPES)}) moving "
                       rf"(?P<direction>{'|'.join(DIRECTIONS)})$")

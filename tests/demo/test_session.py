@@ -190,3 +190,11 @@ def test_the_page_cannot_name_a_remote_reward_and_keeps_few_rewards_loaded(sessi
     for depth in range(8):  # eight names of one folder: eight loaded rewards, were the cache unbounded
         session.objective(f"local-dir:{tiny_clip_dir}{'/.' * depth}")
     assert len(session._rewards) == 6 and f"local-dir:{tiny_clip_dir}{'/.' * 7}" in session._rewards
+
+
+def test_a_video_model_is_refused_with_the_commands_that_take_it(tmp_path):
+    import tiny_pipelines
+
+    folder = tiny_pipelines.save("wan", tmp_path / "wan")
+    with pytest.raises(InvalidInputError, match="is a video model; the demo compares images.*mmalign nrg"):
+        DemoSession(folder, output_dir=tmp_path / "out")

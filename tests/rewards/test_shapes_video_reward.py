@@ -42,9 +42,9 @@ def test_ta_tells_the_direction_and_mq_the_smoothness(reward, clips):
     true, reversed_ = reward(videos, captions), reward(videos.flip(1), captions)
     assert (true.heads["TA"] > 0.3).all() and (reversed_.heads["TA"] < -0.3).all()
     torch.testing.assert_close(true.heads["MQ"], reversed_.heads["MQ"], atol=1e-5, rtol=1e-5)
-    shuffled = reward(videos[:, torch.randperm(8, generator=torch.Generator().manual_seed(0))], captions)
+    shuffled = reward(videos[:, torch.randperm(videos.shape[1], generator=torch.Generator().manual_seed(0))], captions)
     assert (true.heads["MQ"] > shuffled.heads["MQ"]).all()
-    still = reward(videos[:, :1].expand(-1, 8, -1, -1, -1).contiguous(), captions)  # a frozen frame
+    still = reward(videos[:, :1].expand(-1, videos.shape[1], -1, -1, -1).contiguous(), captions)  # a frozen frame
     assert (still.heads["MQ"].abs() < 0.05).all() and (still.heads["TA"].abs() < 0.05).all()
 
 

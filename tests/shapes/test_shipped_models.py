@@ -49,6 +49,19 @@ def test_generator_loads_with_its_stock_pipeline_class_and_is_deterministic(name
     assert not torch.allclose(first, other)
 
 
+def test_shapes_video_loads_with_wan_pipeline_and_is_deterministic():
+    from diffusers import WanPipeline
+
+    pipeline = WanPipeline.from_pretrained(SHIPPED_DIR / "shapes-video", torch_dtype=torch.float32)
+    pipeline.set_progress_bar_config(disable=True)
+    size = SHIPPED_MODELS["shapes-video"].video_size
+    kwargs = dict(num_inference_steps=4, guidance_scale=SHIPPED_MODELS["shapes-video"].guidance_scale, output_type="pt", **size)
+    first = pipeline("a red circle moving left", generator=torch.Generator().manual_seed(0), **kwargs).frames
+    again = pipeline("a red circle moving left", generator=torch.Generator().manual_seed(0), **kwargs).frames
+    assert first.shape == (1, size["num_frames"], 3, 32, 32)
+    torch.testing.assert_close(first, again)
+
+
 def run_cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "mmalign", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
@@ -97,3 +110,4 @@ def test_reno_command_refuses_a_reward_without_gradients(tmp_path):
     result = run_cli("reno", "--prompt", "a blue triangle", "--reward", "jpeg-compressibility", "--iterations", "2",
                      "--output-dir", tmp_path, cwd=tmp_path)
     assert result.returncode == 2 and "best-of-N" in result.stderr and "Traceback" not in result.stderr
+

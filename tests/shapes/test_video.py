@@ -10,7 +10,7 @@ import torch
 
 from mmalign.shapes.grammar import HELD_OUT_PAIRS, UnjudgeablePromptError
 from mmalign.shapes.scenes import Scene, render
-from mmalign.shapes.video import (DIRECTIONS, all_motion_prompts, clip_for, motion_prompts_for, parse_motion_prompt,
+from mmalign.shapes.video import (DIRECTIONS, NUM_FRAMES, all_motion_prompts, clip_for, motion_prompts_for, parse_motion_prompt,
                                   render_clip, sample_clip)
 from mmalign.shapes.video_oracle import ShapesVideoEval
 
@@ -35,7 +35,7 @@ def test_captions_parse_back_and_the_split_holds_out_unseen_combinations():
 def test_clips_repeat_and_their_object_moves_as_captioned():
     first, caption = sample_clip(7, "train")
     again, same = sample_clip(7, "train")
-    assert caption == same and np.array_equal(first, again) and first.shape == (8, 32, 32, 3) and first.dtype == np.uint8
+    assert caption == same and np.array_equal(first, again) and first.shape == (NUM_FRAMES, 32, 32, 3) and first.dtype == np.uint8
     rng = np.random.default_rng(0)
     for prompt in all_motion_prompts():
         clip = clip_for(prompt, rng)
