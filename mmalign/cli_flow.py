@@ -75,7 +75,8 @@ def command_nrg(args: argparse.Namespace) -> int:
     guide = (LatentRewardModel.from_pretrained(args.latent_reward).to(args.device) if args.latent_reward
              else load_reward(args.reward, device=args.device))
     scorer = load_reward(args.score_with or args.reward or ("shapes-video-reward" if video else "shapes-clip"), device=args.device)
-    sampling = {**sampling_kwargs(args), **size_kwargs(args, video)}
+    chosen = sampling_kwargs(args)
+    sampling = {**chosen, **size_kwargs(args, video)}
     steps, scale = sampling.pop("num_inference_steps", None), sampling.pop("guidance_scale", None)  # None: the pipeline's
     runs = {}
     for label, used in (("base", dict.fromkeys(weights, 0.0)), ("nrg", weights)):
@@ -85,7 +86,7 @@ def command_nrg(args: argparse.Namespace) -> int:
             heads = reward_heads(scorer(result.samples.to(args.device), args.prompt))
         runs[label] = {"samples": result.samples, "heads": {h: v.float().cpu().tolist() for h, v in heads.items()}}
     report = {"model": args.model, "prompts": args.prompt, "seed": args.seed, "head_weights": weights,
-              "guide": args.latent_reward or args.reward, "scored_by": scorer.name, **sampling_kwargs(args)}
+              "guide": args.latent_reward or args.reward, "scored_by": scorer.name, **chosen}
     for label, run in runs.items():
         files = (write_videos(run["samples"], output_dir, args.format, stem=f"{label}-") if video
                  else write_images(run["samples"], output_dir, label))

@@ -130,10 +130,9 @@ class FlowDPO(FlowMethod):
         if not pairs:
             raise InvalidInputError(f"preferences: {source} holds no pair with a preference (ties are skipped). "
                                     "Fix: label some pairs first.")
-        encoded = []
+        encoded, first = [], pairs[0].left.shape
         for number, pair in enumerate(pairs, 1):
             chosen, rejected = (pair.left, pair.right) if pair.choice == "left" else (pair.right, pair.left)
-            first = pairs[0].left.shape
             if chosen.shape == rejected.shape != first:  # pairs are batched together: one size for all
                 raise InvalidInputError(
                     f"preferences: pair {number} ({pair.prompt!r}) has samples of shape {tuple(chosen.shape)}, pair 1 "
