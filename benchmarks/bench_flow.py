@@ -15,7 +15,7 @@
   a full frozen copy as the reference; each in its own process, side by side.
 
     python benchmarks/bench_flow.py                  # everything, on the CPU (about an hour)
-    python benchmarks/bench_flow.py --only nrg
+    python benchmarks/bench_flow.py --only quality beta
 """
 
 from __future__ import annotations
@@ -165,7 +165,8 @@ def memory(args) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["quality", "beta", "nrg", "memory"])
+    parser.add_argument("--only", nargs="+", choices=["quality", "beta", "nrg", "memory"],
+                        help="run these sections only (one process: beta reuses quality's runs)")
     parser.add_argument("--repeats", type=int, default=4, help="clips per held-out caption (17 captions)")
     parser.add_argument("--nrg-scale", type=float, default=20.0, help="multiplies every NRG weighting")
     parser.add_argument("--seed", type=int, default=0)
@@ -177,7 +178,7 @@ def main():
     output = Path(args.output)
     results = json.loads(output.read_text()) if output.is_file() else {}
     for name, run in sections.items():
-        if args.only in (None, name):
+        if args.only is None or name in args.only:
             started = time.perf_counter()
             results[name] = run(args)
             print(f"({name}: {time.perf_counter() - started:.0f} s)")

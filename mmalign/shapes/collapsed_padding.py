@@ -1,7 +1,7 @@
-"""Train an SD3 transformer on one copy of its zero T5 padding instead of 256.
+"""Train a transformer on one copy of its zero text padding instead of hundreds.
 
 Without T5, ``StableDiffusion3Pipeline`` appends ``max_sequence_length`` (256) zero tokens to the
-CLIP tokens. Identical context tokens stay identical through every joint block: they get the same
+CLIP tokens; ``WanPipeline`` zero-fills its text embeddings up to 512 tokens. Identical context tokens stay identical through every joint block: they get the same
 per-token maps and the same attention queries. Attention over n identical keys and values equals
 attention over one of them with its logit raised by log n. So training on one copy with that bias
 computes exactly the function the stock processor computes on all n copies, about 4× faster here,
@@ -49,7 +49,30 @@ def collapse_padding(transformer, repeats: int) -> None:
     transformer.set_attn_processor(CollapsedPaddingAttnProcessor(repeats))
 
 
-def restore_attention(transformer) -> None:
-    from diffusers.models.attention_processor import JointAttnProcessor2_0
+def collapse_wan_padding(transformer, max_sequence_length: int) -> None:
+    """Switch a ``WanTransformer3DModel``'s cross-attention to one collapsed padding token: feed it
+    the text tokens then a single zero token, which stands for the ``max_sequence_length`` minus
+    the text tokens zeros the pipeline would append. Undo with :func:`restore_attention`."""
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
 
-    transformer.set_attn_processor(JointAttnProcessor2_0())
+    class CollapsedPaddingWanAttnProcessor(WanAttnProcessor):
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+            if encoder_hidden_states is None:  # self-attention over the video tokens
+                return super().__call__(attn, hidden_states, None, attention_mask, rotary_emb)
+            context_tokens = encoder_hidden_states.shape[1]
+            bias = torch.zeros(1, 1, 1, context_tokens, dtype=hidden_states.dtype, device=hidden_states.device)
+            bias[..., -1] = math.log(max_sequence_length - context_tokens + 1)
+            return super().__call__(attn, hidden_states, encoder_hidden_states, bias, rotary_emb)
+
+    if transformer.config.added_kv_proj_dim is not None:
+        raise ValueError("collapsed padding supports text-to-video Wan blocks, without image context")
+    transformer.set_attn_processor(CollapsedPaddingWanAttnProcessor())
+
+
+def restore_attention(transformer) -> None:
+    """The stock attention processors of an SD3 or Wan transformer."""
+    from diffusers.models.attention_processor import JointAttnProcessor2_0
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor, WanTransformer3DModel
+
+    wan = isinstance(transformer, WanTransformer3DModel)
+    transformer.set_attn_processor(WanAttnProcessor() if wan else JointAttnProcessor2_0())

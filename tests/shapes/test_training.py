@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmalign.shapes import train_clip, train_flow, train_sd, train_turbo
+from mmalign.shapes import train_clip, train_flow, train_sd, train_turbo, train_video
 
 
 def falls(losses, window=5):
@@ -103,3 +103,29 @@ def test_shapes_flow_recipe_learns_and_saves_a_stable_diffusion_3_folder(tiny_sd
     image = pipeline("a red circle", num_inference_steps=2, output_type="pt", max_sequence_length=16,
                      generator=torch.Generator().manual_seed(0)).images
     assert image.shape == (1, 3, 32, 32)
+
+
+def test_object_weights_cover_each_saturated_pixel_and_its_neighbours_in_space_only():
+    grey = torch.zeros(1, 3, 2, 4, 4)  # [N,3,T,H,W] in [-1, 1]
+    grey[0, :, 0, 1, 1] = torch.tensor([1.0, -1.0, -1.0])  # one red pixel in the first frame
+    expected = torch.ones(1, 1, 2, 4, 4)
+    expected[0, 0, 0, 0:3, 0:3] = 11.0
+    torch.testing.assert_close(train_sd.object_weights(grey, 10.0), expected)
+    torch.testing.assert_close(train_sd.object_weights(grey[:, :, 0], 10.0), expected[:, :, 0])
+
+
+@pytest.mark.slow
+def test_shapes_video_recipe_learns_resumes_and_saves_a_wan_folder(tmp_path):
+    from diffusers import WanPipeline
+
+    tiny = dict(vae_steps=20, vae_object_steps=10, uniform_steps=10, train_clips=64, batch_size=8, vae_batch_size=4,
+                eval_clips=4)
+    first = train_video.train(tmp_path, steps=20, seed=0, resume=False, **tiny)
+    assert len(first["vae_losses"]) == 30 and len(first["losses"]) == 30  # both phases of each
+    assert falls(first["vae_losses"][:20]) and falls(first["losses"][:20]), (first["vae_losses"], first["losses"])
+    resumed = train_video.train(tmp_path, steps=20, seed=0, resume=True, **tiny)
+    assert resumed["vae_losses"] == [] and resumed["losses"] == []  # every phase was complete
+    pipeline = WanPipeline.from_pretrained(tmp_path, torch_dtype=torch.float32)
+    video = pipeline("a red circle moving left", height=32, width=32, num_frames=9, num_inference_steps=2,
+                     output_type="pt", generator=torch.Generator().manual_seed(0)).frames
+    assert video.shape == (1, 9, 3, 32, 32)
