@@ -1,8 +1,9 @@
 """Train a transformer on one copy of its zero text padding instead of hundreds.
 
 Without T5, ``StableDiffusion3Pipeline`` appends ``max_sequence_length`` (256) zero tokens to the
-CLIP tokens; ``WanPipeline`` zero-fills its text embeddings up to 512 tokens. Identical context tokens stay identical through every joint block: they get the same
-per-token maps and the same attention queries. Attention over n identical keys and values equals
+CLIP tokens; ``WanPipeline`` zero-fills its text embeddings up to 512 tokens. Identical context
+tokens stay identical through every block: they get the same per-token maps and, in SD3's joint
+blocks, the same attention queries. Attention over n identical keys and values equals
 attention over one of them with its logit raised by log n. So training on one copy with that bias
 computes exactly the function the stock processor computes on all n copies, about 4× faster here,
 and the saved model runs unchanged in the stock pipeline.
