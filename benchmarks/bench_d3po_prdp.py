@@ -199,12 +199,19 @@ def main():
     args = parser.parse_args()
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     sections = {"quality": quality, "memory": memory, "overhead": overhead}
+    run_sections(sections, args, None if args.only is None else [args.only], merged=("quality",))
+
+
+def run_sections(sections: dict, args, selected: list[str] | None, merged: tuple[str, ...] = ()) -> None:
+    """Run each selected section (all when ``selected`` is None), timed, into ``args.output``'s JSON:
+    sections not run keep their earlier results, and a ``merged`` section adds to its earlier dict
+    (a quality run of one method keeps the other method's)."""
     output = Path(args.output)
     results = json.loads(output.read_text()) if output.is_file() else {}
     for name, run in sections.items():
-        if args.only in (None, name):
+        if selected is None or name in selected:
             started = time.perf_counter()
-            results[name] = {**results.get(name, {}), **run(args)} if name == "quality" else run(args)
+            results[name] = {**results.get(name, {}), **run(args)} if name in merged else run(args)
             print(f"({name}: {time.perf_counter() - started:.0f} s)")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2, default=str))

@@ -21,14 +21,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from bench_d3po_prdp import reference_memory
+from bench_d3po_prdp import reference_memory, run_sections
 from bench_reno import print_table
 from mmalign.algorithms.finetune import finetune
 from mmalign.algorithms.flow_dpo import FlowDPO, FlowDPOConfig
@@ -175,16 +174,7 @@ def main():
     args = parser.parse_args()
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     sections = {"quality": quality, "beta": beta, "nrg": nrg, "memory": memory}
-    output = Path(args.output)
-    results = json.loads(output.read_text()) if output.is_file() else {}
-    for name, run in sections.items():
-        if args.only is None or name in args.only:
-            started = time.perf_counter()
-            results[name] = run(args)
-            print(f"({name}: {time.perf_counter() - started:.0f} s)")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2, default=str))
-    print(f"\nwrote {output}")
+    run_sections(sections, args, args.only)
 
 
 if __name__ == "__main__":
