@@ -59,10 +59,9 @@ def object_weights(batch: torch.Tensor, object_weight: float) -> torch.Tensor:
     The background is most of every frame, so plain MSE spends the VAE on it and rounds the shapes."""
     pixels = (batch + 1) / 2
     saturated = (pixels.amax(1, keepdim=True) - pixels.amin(1, keepdim=True) > 0.2).float()
-    pool = F.max_pool3d if saturated.dim() == 5 else F.max_pool2d
-    kernel = (1, 3, 3) if saturated.dim() == 5 else 3
-    padding = (0, 1, 1) if saturated.dim() == 5 else 1
-    return 1 + object_weight * pool(saturated, kernel, stride=1, padding=padding)
+    frames = saturated if saturated.dim() == 5 else saturated.unsqueeze(2)  # images as one-frame clips
+    near_object = F.max_pool3d(frames, (1, 3, 3), stride=1, padding=(0, 1, 1)).view_as(saturated)
+    return 1 + object_weight * near_object
 
 
 @torch.no_grad()
