@@ -15,7 +15,7 @@
   a full frozen copy as the reference; each in its own process, side by side.
 
     python benchmarks/bench_flow.py                  # everything, on the CPU (about an hour)
-    python benchmarks/bench_flow.py --only quality beta
+    python benchmarks/bench_flow.py --only quality beta [--set num_iterations=15]
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ def train_runs(args, names: list[str]) -> dict:
             continue
         method_class, config_class, folder, overrides = RUNS[name]
         output_dir = tempfile.mkdtemp(prefix=f"{name}-", dir=args.output_dir)
+        overrides = [*args.set, *overrides]
         config = load_config(config_class, CONFIGS / folder / "shapes-video.yaml",
                              [f"output_dir={output_dir}", "report_to=none", "eval_every=0", *overrides])
         method = method_class(config)
@@ -167,6 +168,8 @@ def main():
     parser.add_argument("--only", nargs="+", choices=["quality", "beta", "nrg", "memory"],
                         help="run these sections only (one process: beta reuses quality's runs)")
     parser.add_argument("--repeats", type=int, default=4, help="clips per held-out caption (17 captions)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="quality, beta: config overrides for every training run, e.g. num_iterations=15")
     parser.add_argument("--nrg-scale", type=float, default=20.0, help="multiplies every NRG weighting")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default=str(Path(tempfile.gettempdir()) / "mmalign-bench-flow"))
