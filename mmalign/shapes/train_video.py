@@ -66,9 +66,9 @@ def build_pipeline(tokenizer_dir: Path):
     )
 
 
-def render_clips(count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """``count`` training clips as uint8 ``[N,3,T,H,W]`` and their captions."""
-    clips, captions = zip(*(sample_clip(index, "train", seed=seed) for index in range(count)))
+def render_clips(count: int, seed: int, split: str = "train") -> tuple[torch.Tensor, list[str]]:
+    """``count`` clips of ``split`` as uint8 ``[N,3,T,H,W]`` and their captions."""
+    clips, captions = zip(*(sample_clip(index, split, seed=seed) for index in range(count)))
     return torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3).contiguous(), list(captions)
 
 
@@ -99,10 +99,10 @@ def reconstruction_eval(vae, count: int = 64):
     model on these latents."""
     from .video_oracle import ShapesVideoEval
 
-    clips, captions = zip(*(sample_clip(index, "heldout") for index in range(count)))
-    pixels = torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+    clips, captions = render_clips(count, seed=0, split="heldout")
+    pixels = clips.float() / 127.5 - 1
     reconstruction = vae.decode(vae.encode(pixels).latent_dist.mode()).sample.clamp(-1, 1)
-    return ShapesVideoEval().evaluate(list((reconstruction.transpose(1, 2) + 1) / 2), list(captions))
+    return ShapesVideoEval().evaluate(list((reconstruction.transpose(1, 2) + 1) / 2), captions)
 
 
 def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **overrides) -> dict:
