@@ -19,7 +19,8 @@ def stable_targets(noisy: torch.Tensor, t: torch.Tensor, references: torch.Tenso
     """Posterior-mean clean latents ``[B, ...]`` of ``noisy`` ``[B, ...]`` at noise levels ``t`` ``[B]``,
     each over its own ``references`` ``[B, R, ...]`` (the sample's own clean latent among them)."""
     if references.shape[0] != noisy.shape[0] or references.shape[2:] != noisy.shape[1:]:
-        raise ValueError(f"references: shape {tuple(references.shape)} should be [batch, R, *{tuple(noisy.shape[1:])}].")
+        raise ValueError(f"references: shape {tuple(references.shape)} "
+                         f"should be [batch, R, *{tuple(noisy.shape[1:])}].")
     scale = (1 - t).view(-1, 1, *[1] * (noisy.dim() - 1))
     distances = (noisy.unsqueeze(1) - scale * references).flatten(2).pow(2).sum(-1)  # [B, R]
     weights = torch.softmax(-distances / (2 * t.view(-1, 1) ** 2), dim=1)
