@@ -147,7 +147,13 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
 
     parameters = list(transformer.parameters()) + list(text_encoder.parameters())
 
-    groups = {caption: np.flatnonzero(np.array(captions) == caption) for caption in set(captions)}
+    caption_array = np.array(captions)
+    groups = {caption: np.flatnonzero(caption_array == caption) for caption in set(captions)}
+
+    def posterior_draw(rows) -> torch.Tensor:
+        """Normalised latents of the clips in ``rows``, each drawn from its VAE posterior."""
+        sampled = means[rows] + stds[rows] * torch.randn_like(means[rows])
+        return (sampled - channel_mean.view(shape)) / channel_std.view(shape)
 
     def flow_phase(steps: int, lr: float, sample_t, name: str, stream: int, desc: str,
                    stable: bool = False) -> list[float]:
@@ -162,12 +168,10 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
             index = torch.from_numpy(rng.choice(len(clips), config["batch_size"], replace=False))
             if stable:
                 if "latents" not in drawn or step % CHECKPOINT_EVERY == 0:  # so a resumed run draws the same
-                    sampled = means + stds * torch.randn_like(means)
-                    drawn["latents"] = (sampled - channel_mean.view(shape)) / channel_std.view(shape)
+                    drawn["latents"] = posterior_draw(slice(None))
                 latents = drawn["latents"][index]
             else:
-                sampled = means[index] + stds[index] * torch.randn_like(means[index])
-                latents = (sampled - channel_mean.view(shape)) / channel_std.view(shape)
+                latents = posterior_draw(index)
             dropped = rng.random(len(index)) < config["caption_dropout"]
             texts = ["" if is_dropped else captions[i] for i, is_dropped in zip(index, dropped)]
             noise = torch.randn_like(latents)
