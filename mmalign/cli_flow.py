@@ -47,11 +47,13 @@ def generate_video(args: argparse.Namespace, output_dir: Path, pipeline, samplin
     """``mmalign generate`` of a video model; returns the report."""
     import torch
 
+    from .sampling.flow import check_num_frames
     from .shapes.evaluation import generate_videos
     from .video_files import frame_strip
 
-    videos = generate_videos(pipeline, [args.prompt] * args.num_images, seed=args.seed,
-                             **sampling, **size_kwargs(args, video=True))
+    call = {**sampling, **size_kwargs(args, video=True)}  # a shipped model's own size, unless set
+    check_num_frames(pipeline, call.get("num_frames"), "--num-frames")
+    videos = generate_videos(pipeline, [args.prompt] * args.num_images, seed=args.seed, **call)
     paths = write_videos(videos, output_dir, args.format)
     strip = frame_strip(torch.cat(list(videos), dim=2), output_dir / "frames.png")  # one row of frames a video
     return {"model": args.model, "prompt": args.prompt, "seed": args.seed, "frames": str(strip), "videos": paths}

@@ -167,18 +167,24 @@ def build(name: str, seed: int = 0):
     return pipeline
 
 
-def wan():
+def wan(temporal_patch: int = 1):
     """Wan 2.1's classes: 5 frames of 16×16 ↔ 3 latent frames of 8×8 (2× in time and space)."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 
     autoencoder = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[True],
                                    latents_mean=[0.1, -0.2, 0.0, 0.3], latents_std=[1.5, 0.5, 1.0, 2.0],
                                    scale_factor_temporal=2, scale_factor_spatial=2)
-    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4,
-                                        out_channels=4, text_dim=32, freq_dim=16, ffn_dim=32, num_layers=1,
-                                        rope_max_seq_len=16)
+    transformer = WanTransformer3DModel(patch_size=(temporal_patch, 2, 2), num_attention_heads=2, attention_head_dim=8,
+                                        in_channels=4, out_channels=4, text_dim=32, freq_dim=16, ffn_dim=32,
+                                        num_layers=1, rope_max_seq_len=16)
     return WanPipeline(tokenizer=tokenizer(), text_encoder=umt5_text_encoder(), transformer=transformer, vae=autoencoder,
                        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+
+
+def wan_temporal_patches():
+    """As shapes-video is built: one token holds all 3 latent frames of its place, so 5 frames (or
+    11, 17...) fit and 7 do not."""
+    return wan(temporal_patch=3)
 
 
 def umt5_text_encoder(d_model: int = 32):

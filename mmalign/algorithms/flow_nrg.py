@@ -214,8 +214,10 @@ def default_size(pipeline, height: int | None, width: int | None, num_frames: in
     video = flow.is_video(pipeline)
     call = inspect.signature(type(pipeline).__call__).parameters
     if video:
+        num_frames = num_frames or call["num_frames"].default
+        flow.check_num_frames(pipeline, num_frames)
         return {"height": height or call["height"].default, "width": width or call["width"].default,
-                "num_frames": num_frames or call["num_frames"].default}
+                "num_frames": num_frames}
     if num_frames is not None:
         raise InvalidInputError("num_frames: this pipeline generates images; leave num_frames unset.")
     side = pipeline.default_sample_size * pipeline.vae_scale_factor

@@ -46,6 +46,24 @@ def is_video(pipeline) -> bool:
     return check_flow_pipeline(pipeline, "this") in VIDEO_FAMILIES
 
 
+def check_num_frames(pipeline, num_frames: int | None, argument: str = "num_frames") -> None:
+    """Refuse a video length the transformer cannot patch: WanPipeline makes ``(num_frames − 1) //
+    vae_scale_factor_temporal + 1`` latent frames, and a transformer with temporal patches of ``p``
+    frames needs a multiple of ``p`` of them (else the stock pipeline fails deep in the scheduler
+    with a shape mismatch)."""
+    if num_frames is None:
+        return
+    temporal_patch = denoiser(pipeline).config.patch_size[0]
+    scale = pipeline.vae_scale_factor_temporal
+    latent_frames = (num_frames - 1) // scale + 1
+    if latent_frames % temporal_patch:
+        fits = [scale * (temporal_patch * k - 1) + 1 for k in (1, 2, 3)]
+        raise InvalidInputError(
+            f"{argument}: {num_frames} frames make {latent_frames} latent frames, and this model's transformer "
+            f"takes them {temporal_patch} at a time. Fix: {argument} = {fits[0]}, {fits[1]} or {fits[2]} "
+            f"(any 1 + {scale}·({temporal_patch}k − 1)).")
+
+
 @torch.no_grad()
 def flow_conditioning(pipeline, prompts: list[str], max_sequence_length: int | None = None) -> dict[str, Tensor]:
     """Per-sample text inputs of the transformer for ``prompts`` (no guidance): ``{name: [B, ...]}``.

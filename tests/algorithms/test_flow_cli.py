@@ -68,6 +68,23 @@ def test_bad_flow_input_is_one_line(command, args, message, tiny_wan, tmp_path):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_generate_a_longer_video_of_the_shipped_model(tmp_path):
+    from PIL import Image
+
+    result = mmalign("generate", "--model", "shapes-video", "--prompt", "a red circle moving left", "-n", "1",
+                     "--num-inference-steps", "1", "--num-frames", "19", "--output-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "000.gif").n_frames == 19  # the flag wins over the model's own 9
+
+
+def test_generate_refuses_a_length_the_temporal_patches_do_not_fit(tmp_path):
+    model = tiny_pipelines.save("wan_temporal_patches", tmp_path / "wan")
+    result = mmalign("generate", "--model", model, "--prompt", "a square moving up", "--num-inference-steps", "1",
+                     "--height", "16", "--width", "16", "--num-frames", "7", "--output-dir", tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--num-frames: 7 frames make 4 latent frames" in result.stderr and "Fix: --num-frames = 5, 11 or 17" in result.stderr
+
+
 def test_eval_refuses_a_video_model(tiny_wan, tmp_path):
     result = mmalign("eval", "--model", tiny_wan, "--output-dir", tmp_path)
     assert result.returncode == 2 and "video model" in result.stderr and "Traceback" not in result.stderr

@@ -206,6 +206,23 @@ def test_a_pair_of_videos_of_different_lengths_is_refused(tmp_path):
         flow_dpo(FlowDPOConfig(**tiny_run(tmp_path, preferences=str(pairs), reward=None)))
 
 
+def test_a_video_length_the_temporal_patches_do_not_fit_is_refused(tmp_path):
+    from mmalign.rewards import load_reward
+    from mmalign.sampling.flow import check_num_frames
+
+    pipeline = tiny_pipelines.build("wan_temporal_patches")
+    frames = pipeline("a red circle moving left", num_inference_steps=1, output_type="pt",
+                      **{**VIDEO, "num_frames": 11}).frames
+    assert frames.shape[1] == 11  # 6 latent frames: two temporal patches
+    check_num_frames(pipeline, 5)
+    with pytest.raises(InvalidInputError, match=r"num_frames: 7 frames make 4 latent frames.*3 at a time. "
+                                                r"Fix: num_frames = 5, 11 or 17"):
+        nrg_sample(pipeline, ["a red circle moving left"], load_reward("shapes-video-reward"), {"TA": 1.0}, 1, 1.0,
+                   **{**VIDEO, "num_frames": 7})
+    with pytest.raises(InvalidInputError, match="num_frames: 7 frames make 4 latent frames"):
+        flow_dpo(FlowDPOConfig(**tiny_run(tmp_path, "wan_temporal_patches", height=16, width=16, num_frames=7)))
+
+
 # --- Flow-NRG ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["sd3", "flux_schnell", "wan"])
