@@ -78,7 +78,10 @@ def command_nrg(args: argparse.Namespace) -> int:
              else load_reward(args.reward, device=args.device))
     scorer = load_reward(args.score_with or args.reward or ("shapes-video-reward" if video else "shapes-clip"), device=args.device)
     chosen = sampling_kwargs(args)
-    sampling = {**chosen, **size_kwargs(args, video)}
+    size = size_kwargs(args, video)
+    sampling = {**chosen, **size}
+    if video:
+        flow.check_num_frames(pipeline, sampling.get("num_frames"), "--num-frames")
     steps, scale = sampling.pop("num_inference_steps", None), sampling.pop("guidance_scale", None)  # None: the pipeline's
     runs = {}
     for label, used in (("base", dict.fromkeys(weights, 0.0)), ("nrg", weights)):
@@ -88,7 +91,7 @@ def command_nrg(args: argparse.Namespace) -> int:
             heads = reward_heads(scorer(result.samples.to(args.device), args.prompt))
         runs[label] = {"samples": result.samples, "heads": {h: v.float().cpu().tolist() for h, v in heads.items()}}
     report = {"model": args.model, "prompts": args.prompt, "seed": args.seed, "head_weights": weights,
-              "guide": args.latent_reward or args.reward, "scored_by": scorer.name, **chosen}
+              "guide": args.latent_reward or args.reward, "scored_by": scorer.name, **chosen, **size}
     for label, run in runs.items():
         files = (write_videos(run["samples"], output_dir, args.format, stem=f"{label}-") if video
                  else write_images(run["samples"], output_dir, label))

@@ -131,6 +131,8 @@ class FlowDPO(FlowMethod):
             raise InvalidInputError(f"preferences: {source} holds no pair with a preference (ties are skipped). "
                                     "Fix: label some pairs first.")
         encoded, first = [], pairs[0].left.shape
+        if self.video and len(first) == 4:  # [T,3,H,W]: the set's frame count, before any encoding
+            flow.check_num_frames(self.pipeline, first[0], "preferences")
         for number, pair in enumerate(pairs, 1):
             chosen, rejected = (pair.left, pair.right) if pair.choice == "left" else (pair.right, pair.left)
             if chosen.shape == rejected.shape != first:  # pairs are batched together: one size for all

@@ -214,8 +214,7 @@ def default_size(pipeline, height: int | None, width: int | None, num_frames: in
     video = flow.is_video(pipeline)
     call = inspect.signature(type(pipeline).__call__).parameters
     if video:
-        num_frames = num_frames or call["num_frames"].default
-        flow.check_num_frames(pipeline, num_frames)
+        num_frames = flow.check_num_frames(pipeline, num_frames)  # the pipeline's default and rounding
         return {"height": height or call["height"].default, "width": width or call["width"].default,
                 "num_frames": num_frames}
     if num_frames is not None:

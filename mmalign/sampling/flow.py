@@ -46,22 +46,39 @@ def is_video(pipeline) -> bool:
     return check_flow_pipeline(pipeline, "this") in VIDEO_FAMILIES
 
 
-def check_num_frames(pipeline, num_frames: int | None, argument: str = "num_frames") -> None:
-    """Refuse a video length the transformer cannot patch: WanPipeline makes ``(num_frames − 1) //
-    vae_scale_factor_temporal + 1`` latent frames, and a transformer with temporal patches of ``p``
-    frames needs a multiple of ``p`` of them (else the stock pipeline fails deep in the scheduler
-    with a shape mismatch)."""
+def wan_num_frames(pipeline, num_frames: int | None) -> int:
+    """The length WanPipeline actually makes of ``num_frames``: its ``__call__`` default when
+    ``None``, and rounded as it rounds a length that is not 1 + a multiple of the VAE's temporal
+    scale (down to one, plus one)."""
+    import inspect
+
     if num_frames is None:
-        return
-    temporal_patch = denoiser(pipeline).config.patch_size[0]
+        num_frames = inspect.signature(type(pipeline).__call__).parameters["num_frames"].default
     scale = pipeline.vae_scale_factor_temporal
-    latent_frames = (num_frames - 1) // scale + 1
+    return num_frames if num_frames % scale == 1 else num_frames // scale * scale + 1
+
+
+def check_num_frames(pipeline, num_frames: int | None, argument: str = "num_frames") -> int:
+    """``num_frames`` as WanPipeline will make it (:func:`wan_num_frames`), refused when the
+    transformer cannot patch it: a transformer with temporal patches of ``p`` latent frames needs a
+    multiple of ``p`` of them (else the stock pipeline fails deep in the scheduler with a shape
+    mismatch)."""
+    if num_frames is not None and num_frames < 1:
+        raise InvalidInputError(f"{argument}: must be at least 1, got {num_frames}.")
+    frames = wan_num_frames(pipeline, num_frames)
+    patch = denoiser(pipeline).config.patch_size
+    temporal_patch = patch[0] if isinstance(patch, (tuple, list)) else 1
+    scale = pipeline.vae_scale_factor_temporal
+    latent_frames = (frames - 1) // scale + 1
     if latent_frames % temporal_patch:
         fits = [scale * (temporal_patch * k - 1) + 1 for k in (1, 2, 3)]
+        given = (f"{frames} frames (the pipeline's default)" if num_frames is None else f"{num_frames} frames"
+                 + (f" (WanPipeline rounds them to {frames})" if frames != num_frames else ""))
         raise InvalidInputError(
-            f"{argument}: {num_frames} frames make {latent_frames} latent frames, and this model's transformer "
-            f"takes them {temporal_patch} at a time. Fix: {argument} = {fits[0]}, {fits[1]} or {fits[2]} "
+            f"{argument}: {given} make {latent_frames} latent frames, and this model's transformer "
+            f"takes them {temporal_patch} at a time. Fix: {fits[0]}, {fits[1]} or {fits[2]} frames "
             f"(any 1 + {scale}·({temporal_patch}k − 1)).")
+    return frames
 
 
 @torch.no_grad()

@@ -82,7 +82,7 @@ def test_generate_refuses_a_length_the_temporal_patches_do_not_fit(tmp_path):
     result = mmalign("generate", "--model", model, "--prompt", "a square moving up", "--num-inference-steps", "1",
                      "--height", "16", "--width", "16", "--num-frames", "7", "--output-dir", tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "--num-frames: 7 frames make 4 latent frames" in result.stderr and "Fix: --num-frames = 5, 11 or 17" in result.stderr
+    assert "--num-frames: 7 frames make 4 latent frames" in result.stderr and "Fix: 5, 11 or 17 frames" in result.stderr
 
 
 def test_eval_refuses_a_video_model(tiny_wan, tmp_path):

@@ -214,13 +214,24 @@ def test_a_video_length_the_temporal_patches_do_not_fit_is_refused(tmp_path):
     frames = pipeline("a red circle moving left", num_inference_steps=1, output_type="pt",
                       **{**VIDEO, "num_frames": 11}).frames
     assert frames.shape[1] == 11  # 6 latent frames: two temporal patches
-    check_num_frames(pipeline, 5)
+    assert check_num_frames(pipeline, 5) == 5 and check_num_frames(pipeline, 4) == 5  # as WanPipeline rounds 4
     with pytest.raises(InvalidInputError, match=r"num_frames: 7 frames make 4 latent frames.*3 at a time. "
-                                                r"Fix: num_frames = 5, 11 or 17"):
+                                                r"Fix: 5, 11 or 17 frames"):
         nrg_sample(pipeline, ["a red circle moving left"], load_reward("shapes-video-reward"), {"TA": 1.0}, 1, 1.0,
                    **{**VIDEO, "num_frames": 7})
+    with pytest.raises(InvalidInputError, match=r"6 frames \(WanPipeline rounds them to 7\) make 4 latent frames"):
+        check_num_frames(pipeline, 6)
+    with pytest.raises(InvalidInputError, match="num_frames: must be at least 1, got 0"):
+        check_num_frames(pipeline, 0)
     with pytest.raises(InvalidInputError, match="num_frames: 7 frames make 4 latent frames"):
-        flow_dpo(FlowDPOConfig(**tiny_run(tmp_path, "wan_temporal_patches", height=16, width=16, num_frames=7)))
+        flow_dpo(FlowDPOConfig(**tiny_run(tmp_path / "short", "wan_temporal_patches", height=16, width=16, num_frames=7)))
+    with pytest.raises(InvalidInputError, match=r"num_frames: 81 frames \(the pipeline's default\) make 41"):
+        flow_dpo(FlowDPOConfig(**tiny_run(tmp_path / "default", "wan_temporal_patches", height=16, width=16)))
+    clip = torch.rand(7, 3, 16, 16)
+    pairs = write_pairs(tmp_path, [("a red circle moving left", clip, clip.flip(0))])
+    with pytest.raises(InvalidInputError, match="preferences: 7 frames make 4 latent frames"):
+        flow_dpo(FlowDPOConfig(**tiny_run(tmp_path / "offline", "wan_temporal_patches", height=16, width=16,
+                                          num_frames=5, preferences=str(pairs), reward=None)))
 
 
 # --- Flow-NRG ------------------------------------------------------------------------------------------
