@@ -182,8 +182,8 @@ def wan(temporal_patch: int = 1):
 
 
 def wan_temporal_patches():
-    """As shapes-video is built: one token holds all 3 latent frames of its place, so 5 frames (or
-    11, 17...) fit and 7 do not."""
+    """Temporal patches: one token holds all 3 latent frames of its place, so 5 frames (or 11,
+    17...) fit and 7 do not."""
     return wan(temporal_patch=3)
 
 
