@@ -6,14 +6,16 @@ The classes are Wan 2.1's (Wan Team 2025), at tiny sizes:
   (2× in time and in space), trained on 6000 clips with MSE + 1e-6·KL, then with the objects'
   pixels weighted 11× (:func:`.train_sd.object_weights`); its ``latents_mean``/``latents_std`` are
   the per-channel statistics of the training latents, which WanPipeline undoes before decoding;
-- ``UMT5EncoderModel`` over CLIP's tokenizer, and ``WanTransformer3DModel`` on 1×4×4 patches of
-  latents (80 tokens a clip), trained together on 20,000 clips' latents from the frozen VAE with
+- ``UMT5EncoderModel`` over CLIP's tokenizer, and ``WanTransformer3DModel`` on 5×2×2 patches of
+  latents (64 tokens a clip, each holding all 5 latent frames of one place, so the lengths it takes
+  are 9, 19, 29… frames), trained together on 20,000 clips' latents from the frozen VAE with
   the velocity ``ε − x₀`` along ``x_t = (1 − t)·x₀ + t·ε``, t drawn logit-normal (0, 1) (SD3's
   default), then fine-tuned with t uniform, which trains the high noise levels where sampling
-  decides a clip's layout and motion; 10% empty captions for classifier-free guidance; then a
-  high-noise phase: half the draws of t from U(0.9, 1), the rest from U(0, 1), against
-  :mod:`.stable_targets` (the posterior mean over 128 clips of the same caption), which lifted the
-  direction head on held-out captions from 0.06 to 0.13 (68 clips; README, "Where it stands").
+  decides a clip's layout and motion; 10% empty captions for classifier-free guidance. A third,
+  high-noise phase (half the draws of t from U(0.9, 1), the rest from U(0, 1), against
+  :mod:`.stable_targets`, the posterior mean over 128 clips of the same caption) lifted the
+  direction head on held-out captions from 0.06 to 0.13 on the earlier 1×4×4 transformer; it is
+  off (``high_noise_steps=0``) until measured on this one (README, "Where it stands").
 
 The text is embedded as WanPipeline embeds it: the encoder reads the real tokens under an
 attention mask, and the transformer sees them followed by zeros up to ``max_sequence_length``
@@ -45,14 +47,16 @@ VAE_CONFIG = dict(base_dim=16, z_dim=LATENT_CHANNELS, dim_mult=[1, 2], num_res_b
 TEXT_CONFIG = dict(vocab_size=49408, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                    relative_attention_num_buckets=8, relative_attention_max_distance=16, pad_token_id=49407,
                    eos_token_id=49407, decoder_start_token_id=0)
-# 128 wide, so each 1×4×4×8 patch (128 values) enters without a bottleneck; 64 wide gave blobs, and
-# so did 4 layers with a 256-wide feed-forward after 4000 steps on 6000 clips
-TRANSFORMER_CONFIG = dict(patch_size=(1, 4, 4), num_attention_heads=8, attention_head_dim=16,
+# A token holds a place's whole clip (5×2×2×8 = 160 values, 192 wide), so an object's identity over
+# time is one token's business: on 1×4×4 patches (128 wide) the shape changed from frame to frame,
+# and held-out clips passed 0% (README, "Where it stands")
+TRANSFORMER_CONFIG = dict(patch_size=(5, 2, 2), num_attention_heads=6, attention_head_dim=32,
                           in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, text_dim=TEXT_CONFIG["d_model"],
-                          freq_dim=32, ffn_dim=512, num_layers=6, rope_max_seq_len=32)
+                          freq_dim=32, ffn_dim=768, num_layers=6, rope_max_seq_len=32)
 MAX_SEQUENCE_LENGTH = 512  # WanPipeline's default
+# high_noise_steps: 2000 on the 1×4×4 transformer; off until measured on this one
 DEFAULTS = {"steps": 8000, "uniform_steps": 2000, "uniform_lr": 2e-4,
-            "high_noise_steps": 2000, "high_noise_lr": 2e-4, "high_noise_fraction": 0.5, "high_noise_from": 0.9,
+            "high_noise_steps": 0, "high_noise_lr": 2e-4, "high_noise_fraction": 0.5, "high_noise_from": 0.9,
             "stable_target_references": 128, "vae_steps": 1200, "vae_object_steps": 600, "vae_object_weight": 10.0,
             "batch_size": 32, "vae_batch_size": 8, "lr": 5e-4, "vae_lr": 1e-3, "vae_clips": 6000,
             "train_clips": 20_000, "eval_clips": 64, "caption_dropout": 0.1, "seed": 0}
@@ -195,8 +199,8 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
     losses = flow_phase(steps, config["lr"], lambda n: torch.sigmoid(torch.randn(n)), TRANSFORMER_CHECKPOINT, 5,
                         "shapes-video")
     # logit-normal(0, 1) puts 1.4% of its draws above t = 0.9, where a clip's layout and motion are
-    # decided: after it, sampling from t = 0.9 passed 28% of training clips and from t = 1 none. This
-    # phase trains all t evenly; measured after it, still none from t = 1 (README, "Where it stands")
+    # decided: after it, sampling from t = 0.9 passed 28% of training clips and from t = 1 none (on
+    # the 1×4×4 transformer). This phase trains all t evenly (README, "Where it stands")
     losses += flow_phase(config["uniform_steps"], config["uniform_lr"], torch.rand, TRANSFORMER_UNIFORM_CHECKPOINT,
                          6, "shapes-video (uniform t)")
 
@@ -205,9 +209,9 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
         return torch.where(high, config["high_noise_from"] + (1 - config["high_noise_from"]) * torch.rand(count),
                            torch.rand(count))
 
-    # after both phases the transformer's clean-latent estimate at t ≥ 0.95 was further from the clips
-    # than their caption's mean latent, so the first sampling steps add structure that is not there;
-    # this phase lowers it only a little, but lifts the direction head (README, "Where it stands")
+    # on the 1×4×4 transformer, after both phases, the clean-latent estimate at t ≥ 0.95 was further
+    # from the clips than their caption's mean latent, so the first sampling steps added structure
+    # that is not there; this phase lowered it only a little, but lifted the direction head
     losses += flow_phase(config["high_noise_steps"], config["high_noise_lr"], high_noise_t,
                          TRANSFORMER_HIGH_NOISE_CHECKPOINT, 7, "shapes-video (high noise)", stable=True)
     restore_attention(transformer)
