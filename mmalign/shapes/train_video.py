@@ -55,7 +55,7 @@ TRANSFORMER_CONFIG = dict(patch_size=(5, 2, 2), num_attention_heads=6, attention
                           freq_dim=32, ffn_dim=768, num_layers=6, rope_max_seq_len=32)
 MAX_SEQUENCE_LENGTH = 512  # WanPipeline's default
 # high_noise_steps: 2000 on the 1×4×4 transformer; off until measured on this one
-DEFAULTS = {"steps": 8000, "uniform_steps": 2000, "uniform_lr": 2e-4,
+DEFAULTS = {"steps": 8000, "uniform_steps": 2000, "uniform_lr": 2e-4, "restart_steps": (4000, 3000), "restart_lr": 2e-4,
             "high_noise_steps": 0, "high_noise_lr": 2e-4, "high_noise_fraction": 0.5, "high_noise_from": 0.9,
             "stable_target_references": 128, "vae_steps": 1200, "vae_object_steps": 600, "vae_object_weight": 10.0,
             "batch_size": 32, "vae_batch_size": 8, "lr": 5e-4, "vae_lr": 1e-3, "vae_clips": 6000,
@@ -203,6 +203,12 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
     # the 1×4×4 transformer). This phase trains all t evenly (README, "Where it stands")
     losses += flow_phase(config["uniform_steps"], config["uniform_lr"], torch.rand, TRANSFORMER_UNIFORM_CHECKPOINT,
                          6, "shapes-video (uniform t)")
+    # warm restarts (Loshchilov & Hutter 2017, SGDR): more cosine cycles of the same objective, one
+    # per entry of restart_steps; after the first phases training captions passed only 19%, so the
+    # model was short of training, not of data
+    for cycle, cycle_steps in enumerate(config["restart_steps"], start=1):
+        losses += flow_phase(cycle_steps, config["restart_lr"], torch.rand, f"checkpoint-restart-{cycle}.pt",
+                             7 + cycle, f"shapes-video (uniform t, restart {cycle})")
 
     def high_noise_t(count: int) -> torch.Tensor:
         high = torch.rand(count) < config["high_noise_fraction"]

@@ -118,10 +118,10 @@ def test_object_weights_cover_each_saturated_pixel_and_its_neighbours_in_space_o
 def test_shapes_video_recipe_learns_resumes_and_saves_a_wan_folder(tmp_path):
     from diffusers import WanPipeline
 
-    tiny = dict(vae_steps=20, vae_object_steps=10, uniform_steps=10, high_noise_steps=10, stable_target_references=4,
-                train_clips=64, batch_size=8, vae_batch_size=4, eval_clips=4)
+    tiny = dict(vae_steps=20, vae_object_steps=10, uniform_steps=10, restart_steps=(10,), high_noise_steps=10,
+                stable_target_references=4, train_clips=64, batch_size=8, vae_batch_size=4, eval_clips=4)
     first = train_video.train(tmp_path, steps=20, seed=0, resume=False, **tiny)
-    assert len(first["vae_losses"]) == 30 and len(first["losses"]) == 40  # every phase of each
+    assert len(first["vae_losses"]) == 30 and len(first["losses"]) == 50  # every phase of each
     assert falls(first["vae_losses"][:20]) and falls(first["losses"][:20]), (first["vae_losses"], first["losses"])
     resumed = train_video.train(tmp_path, steps=20, seed=0, resume=True, **tiny)
     assert resumed["vae_losses"] == [] and resumed["losses"] == []  # every phase was complete
