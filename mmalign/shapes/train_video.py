@@ -11,11 +11,12 @@ The classes are Wan 2.1's (Wan Team 2025), at tiny sizes:
   are 9, 19, 29… frames), trained together on 20,000 clips' latents from the frozen VAE with
   the velocity ``ε − x₀`` along ``x_t = (1 − t)·x₀ + t·ε``, t drawn logit-normal (0, 1) (SD3's
   default), then fine-tuned with t uniform, which trains the high noise levels where sampling
-  decides a clip's layout and motion; 10% empty captions for classifier-free guidance. A third,
-  high-noise phase (half the draws of t from U(0.9, 1), the rest from U(0, 1), against
-  :mod:`.stable_targets`, the posterior mean over 128 clips of the same caption) lifted the
-  direction head on held-out captions from 0.06 to 0.13 on the earlier 1×4×4 transformer; it is
-  off (``high_noise_steps=0``) until measured on this one (README, "Where it stands").
+  decides a clip's layout and motion, over three cosine cycles of the learning rate (warm restarts);
+  10% empty captions for classifier-free guidance. A last, high-noise phase (half the draws of t
+  from U(0.9, 1), the rest from U(0, 1), against :mod:`.stable_targets`, the posterior mean over
+  128 clips of the same caption) lifted the direction head on held-out captions from 0.06 to 0.13
+  on the earlier 1×4×4 transformer; it is off (``high_noise_steps=0``) until measured on this one
+  (README, "Where it stands").
 
 The text is embedded as WanPipeline embeds it: the encoder reads the real tokens under an
 attention mask, and the transformer sees them followed by zeros up to ``max_sequence_length``
