@@ -11,7 +11,7 @@ The classes are Wan 2.1's (Wan Team 2025), at tiny sizes:
   are 9, 19, 29… frames), trained together on 20,000 clips' latents from the frozen VAE with
   the velocity ``ε − x₀`` along ``x_t = (1 − t)·x₀ + t·ε``, t drawn logit-normal (0, 1) (SD3's
   default), then fine-tuned with t uniform, which trains the high noise levels where sampling
-  decides a clip's layout and motion, over three cosine cycles of the learning rate (warm restarts);
+  decides a clip's layout and motion, over four cosine cycles of the learning rate (warm restarts);
   10% empty captions for classifier-free guidance. A last, high-noise phase (half the draws of t
   from U(0.9, 1), the rest from U(0, 1), against :mod:`.stable_targets`, the posterior mean over
   128 clips of the same caption) lifted the direction head on held-out captions from 0.06 to 0.13
@@ -56,7 +56,7 @@ TRANSFORMER_CONFIG = dict(patch_size=(5, 2, 2), num_attention_heads=6, attention
                           freq_dim=32, ffn_dim=768, num_layers=6, rope_max_seq_len=32)
 MAX_SEQUENCE_LENGTH = 512  # WanPipeline's default
 # high_noise_steps: 2000 on the 1×4×4 transformer; off until measured on this one
-DEFAULTS = {"steps": 8000, "uniform_steps": 2000, "uniform_lr": 2e-4, "restart_steps": (4000, 3000), "restart_lr": 2e-4,
+DEFAULTS = {"steps": 8000, "uniform_steps": 2000, "uniform_lr": 2e-4, "restart_steps": (4000, 3000, 3000), "restart_lr": 2e-4,
             "high_noise_steps": 0, "high_noise_lr": 2e-4, "high_noise_fraction": 0.5, "high_noise_from": 0.9,
             "stable_target_references": 128, "vae_steps": 1200, "vae_object_steps": 600, "vae_object_weight": 10.0,
             "batch_size": 32, "vae_batch_size": 8, "lr": 5e-4, "vae_lr": 1e-3, "vae_clips": 6000,
