@@ -56,11 +56,11 @@ TRANSFORMER_CONFIG = dict(patch_size=(5, 2, 2), num_attention_heads=6, attention
                           freq_dim=32, ffn_dim=768, num_layers=6, rope_max_seq_len=32)
 MAX_SEQUENCE_LENGTH = 512  # WanPipeline's default
 # high_noise_steps: 2000 on the 1×4×4 transformer; off until measured on this one
-DEFAULTS = {"steps": 8000, "uniform_steps": 2000, "uniform_lr": 2e-4, "restart_steps": (4000, 3000, 3000), "restart_lr": 2e-4,
-            "high_noise_steps": 0, "high_noise_lr": 2e-4, "high_noise_fraction": 0.5, "high_noise_from": 0.9,
-            "stable_target_references": 128, "vae_steps": 1200, "vae_object_steps": 600, "vae_object_weight": 10.0,
-            "batch_size": 32, "vae_batch_size": 8, "lr": 5e-4, "vae_lr": 1e-3, "vae_clips": 6000,
-            "train_clips": 20_000, "eval_clips": 64, "caption_dropout": 0.1, "seed": 0}
+DEFAULTS = {"steps": 8000, "uniform_steps": 2000, "uniform_lr": 2e-4, "restart_steps": (4000, 3000, 3000),
+            "restart_lr": 2e-4, "high_noise_steps": 0, "high_noise_lr": 2e-4, "high_noise_fraction": 0.5,
+            "high_noise_from": 0.9, "stable_target_references": 128, "vae_steps": 1200, "vae_object_steps": 600,
+            "vae_object_weight": 10.0, "batch_size": 32, "vae_batch_size": 8, "lr": 5e-4, "vae_lr": 1e-3,
+            "vae_clips": 6000, "train_clips": 20_000, "eval_clips": 64, "caption_dropout": 0.1, "seed": 0}
 VAE_OBJECTS_CHECKPOINT, TRANSFORMER_CHECKPOINT = "checkpoint-vae-objects.pt", "checkpoint.pt"
 TRANSFORMER_UNIFORM_CHECKPOINT = "checkpoint-uniform.pt"
 TRANSFORMER_HIGH_NOISE_CHECKPOINT = "checkpoint-high-noise.pt"
