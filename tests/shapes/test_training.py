@@ -114,18 +114,40 @@ def test_object_weights_cover_each_saturated_pixel_and_its_neighbours_in_space_o
     torch.testing.assert_close(train_sd.object_weights(grey[:, :, 0], 10.0), expected[:, :, 0])
 
 
+def test_deepen_adds_blocks_that_leave_the_function_unchanged_until_trained():
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8,
+                                        in_channels=4, out_channels=4, text_dim=16, freq_dim=16, ffn_dim=32,
+                                        num_layers=2, rope_max_seq_len=32)
+    for parameter in transformer.parameters():  # weights large enough that any change would show
+        torch.nn.init.normal_(parameter, std=0.2)
+    deeper = train_video.deepen(transformer, 3)
+    latents, context, timestep = torch.randn(2, 4, 3, 8, 8), torch.randn(2, 5, 16), torch.tensor([100.0, 900.0])
+    with torch.no_grad():
+        before = transformer(latents, timestep=timestep, encoder_hidden_states=context).sample
+        after = deeper(latents, timestep=timestep, encoder_hidden_states=context).sample
+        assert deeper.config.num_layers == 5 and before.abs().mean() > 0.01
+        torch.testing.assert_close(after, before)
+        deeper.blocks[-1].ffn.net[-1].bias.fill_(1.0)  # a trained new block does change it
+        assert not torch.allclose(deeper(latents, timestep=timestep, encoder_hidden_states=context).sample, before)
+
+
 @pytest.mark.slow
 def test_shapes_video_recipe_learns_resumes_and_saves_a_wan_folder(tmp_path):
     from diffusers import WanPipeline
 
-    tiny = dict(vae_steps=20, vae_object_steps=10, uniform_steps=10, restart_steps=(10,), high_noise_steps=10,
-                stable_target_references=4, train_clips=64, batch_size=8, vae_batch_size=4, eval_clips=4)
+    tiny = dict(vae_steps=20, vae_object_steps=10, uniform_steps=10, restart_steps=(10,), deeper_layers=1,
+                deeper_steps=10, high_noise_steps=10, stable_target_references=4, train_clips=64, batch_size=8,
+                vae_batch_size=4, eval_clips=4)
     first = train_video.train(tmp_path, steps=20, seed=0, resume=False, **tiny)
-    assert len(first["vae_losses"]) == 30 and len(first["losses"]) == 50  # every phase of each
+    assert len(first["vae_losses"]) == 30 and len(first["losses"]) == 60  # every phase of each
     assert falls(first["vae_losses"][:20]) and falls(first["losses"][:20]), (first["vae_losses"], first["losses"])
     resumed = train_video.train(tmp_path, steps=20, seed=0, resume=True, **tiny)
     assert resumed["vae_losses"] == [] and resumed["losses"] == []  # every phase was complete
     pipeline = WanPipeline.from_pretrained(tmp_path, torch_dtype=torch.float32)
+    assert pipeline.transformer.config.num_layers == train_video.TRANSFORMER_CONFIG["num_layers"] + 1
     video = pipeline("a red circle moving left", height=32, width=32, num_frames=9, num_inference_steps=2,
                      output_type="pt", generator=torch.Generator().manual_seed(0)).frames
     assert video.shape == (1, 9, 3, 32, 32)
