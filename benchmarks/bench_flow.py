@@ -10,12 +10,16 @@
 - ``nrg``: Flow-NRG on held-out prompts under several VQ:MQ:TA weightings (VideoAlign's Table 5),
   guided by shapes-video-reward through the decoded one-step estimate: the oracle's heads and the
   proxy's heads for each.
+- ``agreement``: how well each proxy head ranks the base's held-out clips as the oracle does: the
+  AUROC of the head's score for each oracle head's pass (0.5 is chance), the chance that a passing
+  clip outscores a failing one. A method can only climb towards the oracle along a head above 0.5.
 - ``memory``: peak resident memory of one Flow-DPO step on a Wan-2.1-1.3B-sized transformer (random
   weights) whose reference is the same model with its LoRA disabled, divided by the same step with
   a full frozen copy as the reference; each in its own process, side by side.
 
     python benchmarks/bench_flow.py                  # everything, on the CPU (about an hour)
     python benchmarks/bench_flow.py --only quality beta [--set num_iterations=15]
+    python benchmarks/bench_flow.py --only agreement --repeats 8
 """
 
 from __future__ import annotations
@@ -158,6 +162,35 @@ forward = lambda module: module(latents, timestep, text).sample
 """
 
 
+def auroc(scores: torch.Tensor, passed: list[bool]) -> float:
+    """The chance that a passing clip scores above a failing one, ties counting half (Mann–Whitney U
+    over its maximum); NaN when every clip passes or none does."""
+    passed = torch.tensor(passed)
+    positives, negatives = scores[passed], scores[~passed]
+    if not len(positives) or not len(negatives):
+        return float("nan")
+    above = (positives[:, None] > negatives[None]).float() + 0.5 * (positives[:, None] == negatives[None]).float()
+    return float(above.mean())
+
+
+def agreement(args) -> dict:
+    prompts = heldout_prompts(args.repeats)
+    videos = generate_videos(load_pipeline("shapes-video"), prompts, seed=args.seed,
+                             **sampling_defaults("shapes-video"))
+    oracle = ShapesVideoEval()
+    verdicts = [oracle.judge(video, prompt) for video, prompt in zip(videos, prompts)]
+    passed = {**{head: [v.heads[head] for v in verdicts] for head in HEADS}, "overall": [v.passed for v in verdicts]}
+    with torch.no_grad():
+        scored = load_reward("shapes-video-reward")(videos, prompts)
+    scores = {**scored.heads, "proxy (sum)": scored.reward}
+    table = {name: {head: auroc(score.float(), labels) for head, labels in passed.items()}
+             for name, score in scores.items()}
+    print(f"\nAUROC of each proxy head for each oracle head's pass, base shapes-video, {len(prompts)} held-out clips "
+          f"(pass rates: {', '.join(f'{h} {sum(v) / len(v):.3f}' for h, v in passed.items())})")
+    print_table(["proxy", *passed], [[name, *(f"{a:.3f}" for a in row.values())] for name, row in table.items()])
+    return {"clips": len(prompts), "pass_rate": {h: sum(v) / len(v) for h, v in passed.items()}, "auroc": table}
+
+
 def memory(args) -> dict:
     return reference_memory(MEMORY_SETUP, "Peak resident memory of one Flow-DPO step, Wan-2.1-1.3B-sized transformer "
                                          "(random weights, fp32), LoRA r64")
@@ -165,7 +198,7 @@ def memory(args) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", choices=["quality", "beta", "nrg", "memory"],
+    parser.add_argument("--only", nargs="+", choices=["quality", "beta", "nrg", "agreement", "memory"],
                         help="run these sections only (one process: beta reuses quality's runs)")
     parser.add_argument("--repeats", type=int, default=4, help="clips per held-out caption (17 captions)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
@@ -176,7 +209,7 @@ def main():
     parser.add_argument("--output", default="benchmarks/results/flow.json")
     args = parser.parse_args()
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    sections = {"quality": quality, "beta": beta, "nrg": nrg, "memory": memory}
+    sections = {"quality": quality, "beta": beta, "nrg": nrg, "agreement": agreement, "memory": memory}
     run_sections(sections, args, args.only)
 
 
