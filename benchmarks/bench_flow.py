@@ -185,10 +185,11 @@ def agreement(args) -> dict:
     scores = {**scored.heads, "proxy (sum)": scored.reward}
     table = {name: {head: auroc(score.float(), labels) for head, labels in passed.items()}
              for name, score in scores.items()}
+    pass_rate = {head: sum(labels) / len(labels) for head, labels in passed.items()}
     print(f"\nAUROC of each proxy head for each oracle head's pass, base shapes-video, {len(prompts)} held-out clips "
-          f"(pass rates: {', '.join(f'{h} {sum(v) / len(v):.3f}' for h, v in passed.items())})")
+          f"(pass rates: {', '.join(f'{h} {rate:.3f}' for h, rate in pass_rate.items())})")
     print_table(["proxy", *passed], [[name, *(f"{a:.3f}" for a in row.values())] for name, row in table.items()])
-    return {"clips": len(prompts), "pass_rate": {h: sum(v) / len(v) for h, v in passed.items()}, "auroc": table}
+    return {"clips": len(prompts), "pass_rate": pass_rate, "auroc": table}
 
 
 def memory(args) -> dict:

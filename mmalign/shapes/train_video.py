@@ -168,8 +168,6 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
     shape = (1, -1, 1, 1, 1)
     log(f"vae ready in {watch}; latent mean {channel_mean.numpy().round(3)}, std {channel_std.numpy().round(3)}")
 
-    parameters = list(transformer.parameters()) + list(text_encoder.parameters())
-
     caption_array = np.array(captions)
     groups = {caption: np.flatnonzero(caption_array == caption) for caption in set(captions)}
 
@@ -180,7 +178,7 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
 
     def flow_phase(steps: int, lr: float, sample_t, name: str, stream: int, desc: str,
                    stable: bool = False) -> list[float]:
-        optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
+        optimizer = torch.optim.AdamW([*transformer.parameters(), *text_encoder.parameters()], lr=lr, weight_decay=0.01)
         rng = np.random.default_rng([seed, stream])
         resume_state = dict(total_steps=steps, rng=rng, transformer=transformer, text_encoder=text_encoder,
                             optimizer=optimizer)
@@ -238,7 +236,6 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
         pipeline.register_modules(transformer=transformer)
         collapse_wan_padding(transformer, MAX_SEQUENCE_LENGTH)
         transformer.train()
-        parameters = list(transformer.parameters()) + list(text_encoder.parameters())
         losses += flow_phase(config["deeper_steps"], config["deeper_lr"], torch.rand, TRANSFORMER_DEEPER_CHECKPOINT,
                              20, f"shapes-video (uniform t, {config['deeper_layers']} more blocks)")
 
