@@ -75,11 +75,8 @@ class FlowMethod(DiffusionMethod):
             self.reward = load_ranking_reward(config.reward, "video" if self.video else "image").to(device)
         self.pool = self.prompt_pool()
         size = {key: getattr(config, key) for key in ("height", "width", "num_frames") if getattr(config, key) is not None}
-        if "num_frames" in size and not self.video:
-            raise InvalidInputError(f"num_frames: {config.model!r} generates images; leave num_frames unset.")
         self.eval_sampling.update(size)  # evaluation at the trained size, with the model's steps and guidance
-        if self.video:
-            flow.check_num_frames(self.pipeline, self.eval_sampling.get("num_frames"))
+        flow.check_num_frames(self.pipeline, self.eval_sampling.get("num_frames"))  # refused for images
         self.sampling = {**self.eval_sampling, "num_inference_steps": config.num_inference_steps or self.eval_sampling["num_inference_steps"]}
         if config.guidance_scale is not None:
             self.sampling["guidance_scale"] = config.guidance_scale

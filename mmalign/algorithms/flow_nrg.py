@@ -211,13 +211,10 @@ def default_size(pipeline, height: int | None, width: int | None, num_frames: in
     default sample size times the VAE's scale)."""
     import inspect
 
-    video = flow.is_video(pipeline)
     call = inspect.signature(type(pipeline).__call__).parameters
-    if video:
-        num_frames = flow.check_num_frames(pipeline, num_frames)  # the pipeline's default and rounding
+    num_frames = flow.check_num_frames(pipeline, num_frames)  # the pipeline's default and rounding; None for images
+    if num_frames is not None:
         return {"height": height or call["height"].default, "width": width or call["width"].default,
                 "num_frames": num_frames}
-    if num_frames is not None:
-        raise InvalidInputError("num_frames: this pipeline generates images; leave num_frames unset.")
     side = pipeline.default_sample_size * pipeline.vae_scale_factor
     return {"height": height or side, "width": width or side}

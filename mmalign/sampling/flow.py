@@ -58,11 +58,15 @@ def wan_num_frames(pipeline, num_frames: int | None) -> int:
     return num_frames if num_frames % scale == 1 else num_frames // scale * scale + 1
 
 
-def check_num_frames(pipeline, num_frames: int | None, argument: str = "num_frames") -> int:
-    """``num_frames`` as WanPipeline will make it (:func:`wan_num_frames`), refused when the
-    transformer cannot patch it: a transformer with temporal patches of ``p`` latent frames needs a
-    multiple of ``p`` of them (else the stock pipeline fails deep in the scheduler with a shape
-    mismatch)."""
+def check_num_frames(pipeline, num_frames: int | None, argument: str = "num_frames") -> int | None:
+    """``num_frames`` as WanPipeline will make it (:func:`wan_num_frames`), or ``None`` for an image
+    pipeline, which refuses any. Refused when the transformer cannot patch it: a transformer with
+    temporal patches of ``p`` latent frames needs a multiple of ``p`` of them (else the stock
+    pipeline fails deep in the scheduler with a shape mismatch)."""
+    if not is_video(pipeline):
+        if num_frames is not None:
+            raise InvalidInputError(f"{argument}: this pipeline generates images; leave {argument} unset.")
+        return None
     if num_frames is not None and num_frames < 1:
         raise InvalidInputError(f"{argument}: must be at least 1, got {num_frames}.")
     frames = wan_num_frames(pipeline, num_frames)

@@ -176,6 +176,16 @@ def test_an_image_reward_for_a_video_model_is_refused(tmp_path):
         flow_dpo(FlowDPOConfig(**tiny_run(tmp_path / "sd3", "sd3")))
 
 
+def test_a_frame_count_for_an_image_model_is_refused(tmp_path):
+    from mmalign.rewards import load_reward
+
+    with pytest.raises(InvalidInputError, match="num_frames: this pipeline generates images; leave num_frames unset"):
+        flow_dpo(FlowDPOConfig(**tiny_run(tmp_path, "sd3", reward="shapes-clip", num_frames=5)))
+    with pytest.raises(InvalidInputError, match="num_frames: this pipeline generates images"):
+        nrg_sample(tiny_pipelines.build("sd3"), ["a red circle"], load_reward("shapes-clip"), {"reward": 1.0}, 1, 1.0,
+                   num_frames=5)
+
+
 def test_a_non_flow_model_is_refused(tmp_path):
     with pytest.raises(InvalidInputError, match="SD3-, Flux- or Wan-class"):
         flow_dpo(FlowDPOConfig(**tiny_run(tmp_path, "sd", reward="shapes-clip")))
