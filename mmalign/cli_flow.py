@@ -21,13 +21,13 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
                         help="video file format (mp4 needs pip install 'mmalign[video]')")
 
 
-def size_kwargs(args: argparse.Namespace, video: bool) -> dict:
+def size_kwargs(args: argparse.Namespace) -> dict:
+    """The sizes given on the command line; the caller checks the frame count against its pipeline
+    (:func:`.sampling.flow.check_num_frames`, which also refuses one for an image model)."""
     chosen = {key: getattr(args, key) for key in ("height", "width", "num_frames") if getattr(args, key) is not None}
     for key, value in chosen.items():
         if value < 1:
             raise InvalidInputError(f"--{key.replace('_', '-')}: must be at least 1, got {value}.")
-    if "num_frames" in chosen and not video:
-        raise InvalidInputError(f"--num-frames: {args.model!r} generates images; leave --num-frames out.")
     return chosen
 
 
@@ -51,7 +51,7 @@ def generate_video(args: argparse.Namespace, output_dir: Path, pipeline, samplin
     from .shapes.evaluation import generate_videos
     from .video_files import frame_strip
 
-    call = {**sampling, **size_kwargs(args, video=True)}  # a shipped model's own size, unless set
+    call = {**sampling, **size_kwargs(args)}  # a shipped model's own size, unless set
     check_num_frames(pipeline, call.get("num_frames"), "--num-frames")
     videos = generate_videos(pipeline, [args.prompt] * args.num_images, seed=args.seed, **call)
     paths = write_videos(videos, output_dir, args.format)
@@ -78,10 +78,9 @@ def command_nrg(args: argparse.Namespace) -> int:
              else load_reward(args.reward, device=args.device))
     scorer = load_reward(args.score_with or args.reward or ("shapes-video-reward" if video else "shapes-clip"), device=args.device)
     chosen = sampling_kwargs(args)
-    size = size_kwargs(args, video)
+    size = size_kwargs(args)
     sampling = {**chosen, **size}
-    if video:
-        flow.check_num_frames(pipeline, sampling.get("num_frames"), "--num-frames")
+    flow.check_num_frames(pipeline, sampling.get("num_frames"), "--num-frames")
     steps, scale = sampling.pop("num_inference_steps", None), sampling.pop("guidance_scale", None)  # None: the pipeline's
     runs = {}
     for label, used in (("base", dict.fromkeys(weights, 0.0)), ("nrg", weights)):
