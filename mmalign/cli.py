@@ -146,6 +146,7 @@ def command_generate(args: argparse.Namespace) -> int:
     from torchvision.utils import make_grid, save_image
 
     from .cli_flow import generate_video, size_kwargs
+    from .sampling.flow import check_num_frames
     from .sampling.pipelines import family
 
     if args.num_images < 1:
@@ -156,8 +157,7 @@ def command_generate(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2) if args.json else f"wrote {report['frames']} and {len(report['videos'])} videos")
         return 0
     size = size_kwargs(args)
-    if "num_frames" in size:  # not check_num_frames: this branch also serves SD-class (non-flow) models
-        raise InvalidInputError("--num-frames: this pipeline generates images; leave --num-frames unset.")
+    check_num_frames(pipeline, size.get("num_frames"), "--num-frames")  # refuses a length for images
     images = generate_images_of(pipeline, [args.prompt] * args.num_images, args, size)
     grid_path = output_dir / "grid.png"
     save_image(make_grid(images, nrow=min(8, len(images)), padding=2), grid_path)

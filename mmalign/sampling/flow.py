@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidInputError
-from .pipelines import decode_latents, denoiser, prompt_embedding_kwargs, require_family
+from .pipelines import decode_latents, denoiser, family, prompt_embedding_kwargs, require_family
 
 FLOW_FAMILIES = ("StableDiffusion3Pipeline", "FluxPipeline", "WanPipeline")
 VIDEO_FAMILIES = ("WanPipeline",)
@@ -60,10 +60,10 @@ def wan_num_frames(pipeline, num_frames: int | None) -> int:
 
 def check_num_frames(pipeline, num_frames: int | None, argument: str = "num_frames") -> int | None:
     """``num_frames`` as WanPipeline will make it (:func:`wan_num_frames`), or ``None`` for an image
-    pipeline, which refuses any. Refused when the transformer cannot patch it: a transformer with
-    temporal patches of ``p`` latent frames needs a multiple of ``p`` of them (else the stock
-    pipeline fails deep in the scheduler with a shape mismatch)."""
-    if not is_video(pipeline):
+    pipeline of any family (SD-class too), which refuses any. Refused when the transformer cannot
+    patch it: a transformer with temporal patches of ``p`` latent frames needs a multiple of ``p``
+    of them (else the stock pipeline fails deep in the scheduler with a shape mismatch)."""
+    if family(pipeline) not in VIDEO_FAMILIES:
         if num_frames is not None:
             raise InvalidInputError(f"{argument}: this pipeline generates images; leave {argument} unset.")
         return None

@@ -85,12 +85,13 @@ def test_generate_refuses_a_length_the_temporal_patches_do_not_fit(tmp_path):
     assert "--num-frames: 7 frames make 4 latent frames" in result.stderr and "Fix: 5, 11 or 17 frames" in result.stderr
 
 
-@pytest.mark.parametrize("command, args", [
-    ("generate", ["--prompt", "a red circle"]),
-    ("nrg", ["--prompt", "a red circle", "--reward", "shapes-clip", "--weights", "reward=1"]),
+@pytest.mark.parametrize("model_name, command, args", [
+    ("sd3", "generate", ["--prompt", "a red circle"]),
+    ("sd", "generate", ["--prompt", "a red circle"]),  # an SD-class (non-flow) image model
+    ("sd3", "nrg", ["--prompt", "a red circle", "--reward", "shapes-clip", "--weights", "reward=1"]),
 ])
-def test_a_frame_count_for_an_image_model_is_refused_on_the_command_line(command, args, tmp_path):
-    model = tiny_pipelines.save("sd3", tmp_path / "sd3")
+def test_a_frame_count_for_an_image_model_is_refused_on_the_command_line(model_name, command, args, tmp_path):
+    model = tiny_pipelines.save(model_name, tmp_path / model_name)
     result = mmalign(command, "--model", model, *args, "--num-inference-steps", "1", "--num-frames", "5",
                      "--output-dir", tmp_path / "out", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
