@@ -8,16 +8,22 @@ The classes are Wan 2.1's (Wan Team 2025), at tiny sizes:
   the per-channel statistics of the training latents, which WanPipeline undoes before decoding;
 - ``UMT5EncoderModel`` over CLIP's tokenizer, and ``WanTransformer3DModel`` on 5×2×2 patches of
   latents (64 tokens a clip, each holding all 5 latent frames of one place, so the lengths it takes
-  are 9, 19, 29… frames), trained together on 20,000 clips' latents from the frozen VAE with
-  the velocity ``ε − x₀`` along ``x_t = (1 − t)·x₀ + t·ε``, t drawn logit-normal (0, 1) (SD3's
-  default), then fine-tuned with t uniform, which trains the high noise levels where sampling
-  decides a clip's layout and motion, over four cosine cycles of the learning rate (warm restarts),
-  and then grown by ``deeper_layers`` blocks (:func:`deepen`) for one more cycle; 10% empty captions
-  for classifier-free guidance. A last, high-noise phase (half the draws of t
-  from U(0.9, 1), the rest from U(0, 1), against :mod:`.stable_targets`, the posterior mean over
-  128 clips of the same caption) lifted the direction head on held-out captions from 0.06 to 0.13
-  on the earlier 1×4×4 transformer; on this one it lowered held-out overall from 0.23 to 0.15, so
-  it is off (``high_noise_steps=0``; README, "Where it stands").
+  are 9, 19, 29… frames), 384 wide, trained together on 20,000 clips' latents from the frozen VAE
+  with the velocity ``ε − x₀`` along ``x_t = (1 − t)·x₀ + t·ε``, t uniform in (0, 1), over one
+  cosine cycle of the learning rate, and 10% empty captions for classifier-free guidance. Each
+  phase keeps an exponential moving average of the weights it trains (decay ``ema_decay``) and
+  ends on it, so the average is what ships.
+
+t is uniform rather than SD3's logit-normal, which puts 1.4% of its draws above t = 0.9, where
+sampling decides a clip's layout and motion. The optional later phases, all off by default, were
+tried on the earlier, narrower transformers (README, "Where it stands"): more cosine cycles
+(``restart_steps``), ``deeper_layers`` more blocks grown by :func:`deepen`, and a high-noise phase
+(half the draws of t from U(0.9, 1), against :mod:`.stable_targets`, the posterior mean over 128
+clips of the same caption).
+
+Apart from the random draws, the shipped weights differ from what :func:`train` makes in one
+respect: their text encoder started from the previous, 192-wide model's trained one, not from
+random weights.
 
 The text is embedded as WanPipeline embeds it: the encoder reads the real tokens under an
 attention mask, and the transformer sees them followed by zeros up to ``max_sequence_length``
@@ -34,6 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
 from .collapsed_padding import collapse_wan_padding, restore_attention
 from .components import build_tokenizer
 from .train_sd import encode_all, train_vae
@@ -49,22 +57,22 @@ VAE_CONFIG = dict(base_dim=16, z_dim=LATENT_CHANNELS, dim_mult=[1, 2], num_res_b
 TEXT_CONFIG = dict(vocab_size=49408, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                    relative_attention_num_buckets=8, relative_attention_max_distance=16, pad_token_id=49407,
                    eos_token_id=49407, decoder_start_token_id=0)
-# A token holds a place's whole clip (5×2×2×8 = 160 values, 192 wide), so an object's identity over
-# time is one token's business: on 1×4×4 patches (128 wide) the shape changed from frame to frame,
-# and held-out clips passed 0% (README, "Where it stands")
-TRANSFORMER_CONFIG = dict(patch_size=(5, 2, 2), num_attention_heads=6, attention_head_dim=32,
+# A token holds a place's whole clip (5×2×2×8 = 160 values), so an object's identity over time is
+# one token's business: on 1×4×4 patches (128 wide) the shape changed from frame to frame, and
+# held-out clips passed 0%; at 192 wide, squares and triangles came out as blobs (README, "Where it stands")
+TRANSFORMER_CONFIG = dict(patch_size=(5, 2, 2), num_attention_heads=12, attention_head_dim=32,
                           in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, text_dim=TEXT_CONFIG["d_model"],
-                          freq_dim=32, ffn_dim=768, num_layers=6, rope_max_seq_len=32)
+                          freq_dim=32, ffn_dim=1536, num_layers=6, rope_max_seq_len=32)
 MAX_SEQUENCE_LENGTH = 512  # WanPipeline's default
-# high_noise_steps: 2000 on the 1×4×4 transformer; off on this one, where it cost held-out clips
-DEFAULTS = {"steps": 8000, "uniform_steps": 2000, "uniform_lr": 2e-4, "restart_steps": (4000, 3000, 3000),
-            "restart_lr": 2e-4, "deeper_layers": 4, "deeper_steps": 3000, "deeper_lr": 2e-4, "high_noise_steps": 0,
+# the previous, 192-wide model: restart_steps (2000, 4000, 3000, 3000) after 8000 logit-normal steps,
+# then deeper_layers 4 for 3000 steps; high_noise_steps 2000 on the 1×4×4 transformer
+DEFAULTS = {"steps": 12_000, "lr": 3e-4, "ema_decay": 0.999, "restart_steps": (), "restart_lr": 2e-4,
+            "deeper_layers": 0, "deeper_steps": 3000, "deeper_lr": 2e-4, "high_noise_steps": 0,
             "high_noise_lr": 2e-4, "high_noise_fraction": 0.5, "high_noise_from": 0.9, "stable_target_references": 128,
             "vae_steps": 1200, "vae_object_steps": 600, "vae_object_weight": 10.0, "batch_size": 32,
-            "vae_batch_size": 8, "lr": 5e-4, "vae_lr": 1e-3, "vae_clips": 6000, "train_clips": 20_000,
+            "vae_batch_size": 8, "vae_lr": 1e-3, "vae_clips": 6000, "train_clips": 20_000,
             "eval_clips": 64, "caption_dropout": 0.1, "seed": 0}
 VAE_OBJECTS_CHECKPOINT, TRANSFORMER_CHECKPOINT = "checkpoint-vae-objects.pt", "checkpoint.pt"
-TRANSFORMER_UNIFORM_CHECKPOINT = "checkpoint-uniform.pt"
 TRANSFORMER_HIGH_NOISE_CHECKPOINT = "checkpoint-high-noise.pt"
 TRANSFORMER_DEEPER_CHECKPOINT = "checkpoint-deeper.pt"
 
@@ -180,8 +188,10 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
                    stable: bool = False) -> list[float]:
         optimizer = torch.optim.AdamW([*transformer.parameters(), *text_encoder.parameters()], lr=lr, weight_decay=0.01)
         rng = np.random.default_rng([seed, stream])
+        trained = torch.nn.ModuleDict({"transformer": transformer, "text_encoder": text_encoder})
+        average = AveragedModel(trained, multi_avg_fn=get_ema_multi_avg_fn(config["ema_decay"]))
         resume_state = dict(total_steps=steps, rng=rng, transformer=transformer, text_encoder=text_encoder,
-                            optimizer=optimizer)
+                            optimizer=optimizer, ema=average)
         start = load_checkpoint(output_dir, name, **resume_state) if resume else 0
         drawn = {}  # stable targets need the references' latents from the same posterior draw as the batch's
 
@@ -206,29 +216,29 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, log=print, **ov
             targets = stable_targets(noisy, t, drawn["latents"][references])
             return F.mse_loss(velocity, (noisy - targets) / t.view(-1, 1, 1, 1, 1))
 
-        return run_steps(compute_loss, optimizer, start=start, steps=steps, lr=lr, warmup=min(200, steps // 10 + 1),
-                         desc=desc, max_grad_norm=1.0,
-                         checkpoint=lambda step: save_checkpoint(output_dir, step, name, **resume_state))
+        losses = run_steps(compute_loss, optimizer, start=start, steps=steps, lr=lr, warmup=min(200, steps // 10 + 1),
+                           desc=desc, max_grad_norm=1.0, after_step=lambda step: average.update_parameters(trained),
+                           checkpoint=lambda step: save_checkpoint(output_dir, step, name, **resume_state))
+        # the next phase, and the export, start from the average (a phase that ran no step leaves
+        # the weights as they were: the average is their copy until its first update)
+        with torch.no_grad():
+            for weight, averaged in zip(trained.parameters(), average.module.parameters()):
+                weight.copy_(averaged)
+        return losses
 
     collapse_wan_padding(transformer, MAX_SEQUENCE_LENGTH)
     transformer.train()
     text_encoder.train()
-    losses = flow_phase(steps, config["lr"], lambda n: torch.sigmoid(torch.randn(n)), TRANSFORMER_CHECKPOINT, 5,
-                        "shapes-video")
-    # logit-normal(0, 1) puts 1.4% of its draws above t = 0.9, where a clip's layout and motion are
-    # decided: after it, sampling from t = 0.9 passed 28% of training clips and from t = 1 none (on
-    # the 1×4×4 transformer). This phase trains all t evenly (README, "Where it stands")
-    losses += flow_phase(config["uniform_steps"], config["uniform_lr"], torch.rand, TRANSFORMER_UNIFORM_CHECKPOINT,
-                         6, "shapes-video (uniform t)")
+    losses = flow_phase(steps, config["lr"], torch.rand, TRANSFORMER_CHECKPOINT, 5, "shapes-video")
     # warm restarts (Loshchilov & Hutter 2017, SGDR): more cosine cycles of the same objective, one
-    # per entry of restart_steps; after the first phases training captions passed only 19%, so the
-    # model was short of training, not of data
+    # per entry of restart_steps; on the 192-wide model, after its first phases training captions
+    # passed only 19%, so it was short of training, not of data
     for cycle, cycle_steps in enumerate(config["restart_steps"], start=1):
         losses += flow_phase(cycle_steps, config["restart_lr"], torch.rand, f"checkpoint-restart-{cycle}.pt",
                              7 + cycle, f"shapes-video (uniform t, restart {cycle})")
 
     if config["deeper_layers"]:
-        # the fourth cycle fitted the 6-block model's training captions better (17% → 28%) and
+        # the fourth cycle fitted the 192-wide 6-block model's training captions better (17% → 28%) and
         # held-out ones no better (22% → 20%), squares and triangles drawn as blobs on both; more
         # blocks went the same way (held-out 20% → 23%, training 28% → 37%; README, "Where it stands")
         restore_attention(transformer)

@@ -77,10 +77,11 @@ def load_checkpoint(directory: Path, name: str = CHECKPOINT, *, total_steps: int
 
 
 def run_steps(compute_loss, optimizer, *, start: int, steps: int, lr: float, warmup: int, desc: str,
-              checkpoint, max_grad_norm: float | None = None) -> list[float]:
+              checkpoint, max_grad_norm: float | None = None, after_step=None) -> list[float]:
     """The loop every recipe shares: the cosine schedule, one optimiser step on
-    ``compute_loss(step)``, optional gradient clipping, a progress bar, and ``checkpoint(step)``
-    when one is due. Returns the losses of the steps it ran."""
+    ``compute_loss(step)``, optional gradient clipping, ``after_step(step)`` after each update (an
+    average of the weights, say), a progress bar, and ``checkpoint(step)`` when one is due. Returns
+    the losses of the steps it ran."""
     from tqdm.auto import tqdm
 
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
@@ -95,6 +96,8 @@ def run_steps(compute_loss, optimizer, *, start: int, steps: int, lr: float, war
         if max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
         optimizer.step()
+        if after_step is not None:
+            after_step(step)
         losses.append(loss.item())
         progress.set_postfix(loss=f"{loss.item():.4f}")
         if checkpoint_due(step + 1, steps):

@@ -138,16 +138,22 @@ def test_deepen_adds_blocks_that_leave_the_function_unchanged_until_trained():
 def test_shapes_video_recipe_learns_resumes_and_saves_a_wan_folder(tmp_path):
     from diffusers import WanPipeline
 
-    tiny = dict(vae_steps=20, vae_object_steps=10, uniform_steps=10, restart_steps=(10,), deeper_layers=1,
-                deeper_steps=10, high_noise_steps=10, stable_target_references=4, train_clips=64, batch_size=8,
-                vae_batch_size=4, eval_clips=4)
+    tiny = dict(vae_steps=20, vae_object_steps=10, restart_steps=(10,), deeper_layers=1, deeper_steps=10,
+                high_noise_steps=10, stable_target_references=4, train_clips=64, batch_size=8, vae_batch_size=4,
+                eval_clips=4, ema_decay=0.5)
     first = train_video.train(tmp_path, steps=20, seed=0, resume=False, **tiny)
-    assert len(first["vae_losses"]) == 30 and len(first["losses"]) == 60  # every phase of each
+    assert len(first["vae_losses"]) == 30 and len(first["losses"]) == 50  # every phase of each
     assert falls(first["vae_losses"][:20]) and falls(first["losses"][:20]), (first["vae_losses"], first["losses"])
     resumed = train_video.train(tmp_path, steps=20, seed=0, resume=True, **tiny)
     assert resumed["vae_losses"] == [] and resumed["losses"] == []  # every phase was complete
     pipeline = WanPipeline.from_pretrained(tmp_path, torch_dtype=torch.float32)
     assert pipeline.transformer.config.num_layers == train_video.TRANSFORMER_CONFIG["num_layers"] + 1
+    # what ships is the last phase's moving average of the weights, not its last weights
+    last = torch.load(tmp_path / train_video.TRANSFORMER_HIGH_NOISE_CHECKPOINT, weights_only=True)
+    shipped = pipeline.transformer.state_dict()
+    averaged = {k: last["ema"][f"module.transformer.{k}"].half().float() for k in shipped}
+    torch.testing.assert_close(shipped, averaged)
+    assert any(not torch.equal(shipped[k], last["transformer"][k].half().float()) for k in shipped)
     video = pipeline("a red circle moving left", height=32, width=32, num_frames=9, num_inference_steps=2,
                      output_type="pt", generator=torch.Generator().manual_seed(0)).frames
     assert video.shape == (1, 9, 3, 32, 32)
