@@ -19,6 +19,7 @@
 
     python benchmarks/bench_flow.py                  # everything, on the CPU (about an hour)
     python benchmarks/bench_flow.py --only quality beta [--set num_iterations=15]
+    python benchmarks/bench_flow.py --only quality --method flow-dpo sft-winners
     python benchmarks/bench_flow.py --only agreement --repeats 8
 """
 
@@ -109,8 +110,11 @@ def train_runs(args, names: list[str]) -> dict:
     return results
 
 
+QUALITY_RUNS = ["flow-dpo", "flow-rwr", "sft-winners"]
+
+
 def quality(args) -> dict:
-    results = train_runs(args, ["flow-dpo", "flow-rwr", "sft-winners"])
+    results = train_runs(args, args.method or QUALITY_RUNS)
     comparison_table(results, f"Held-out video ShapesEval of shapes-video ({len(heldout_prompts(args.repeats))} clips), "
                               "online against shapes-video-reward")
     return results
@@ -201,6 +205,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=["quality", "beta", "nrg", "agreement", "memory"],
                         help="run these sections only (one process: beta reuses quality's runs)")
+    parser.add_argument("--method", nargs="+", choices=QUALITY_RUNS,
+                        help="quality: these runs only (the others keep their earlier results in --output)")
     parser.add_argument("--repeats", type=int, default=4, help="clips per held-out caption (17 captions)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="quality, beta: config overrides for every training run, e.g. num_iterations=15")
@@ -211,7 +217,7 @@ def main():
     args = parser.parse_args()
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     sections = {"quality": quality, "beta": beta, "nrg": nrg, "agreement": agreement, "memory": memory}
-    run_sections(sections, args, args.only)
+    run_sections(sections, args, args.only, merged=("quality",))
 
 
 if __name__ == "__main__":
