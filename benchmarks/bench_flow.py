@@ -12,7 +12,9 @@
   proxy's heads for each.
 - ``agreement``: how well each proxy head ranks the base's held-out clips as the oracle does: the
   AUROC of the head's score for each oracle head's pass (0.5 is chance), the chance that a passing
-  clip outscores a failing one. A method can only climb towards the oracle along a head above 0.5.
+  clip outscores a failing one, over all pairs and over pairs of one caption (the pairs an online
+  method's best-against-worst sees). With VQ from shapes-object (the default) and from shapes-clip.
+  A method can only climb towards the oracle along a head above 0.5.
 - ``memory``: peak resident memory of one Flow-DPO step on a Wan-2.1-1.3B-sized transformer (random
   weights) whose reference is the same model with its LoRA disabled, divided by the same step with
   a full frozen copy as the reference; each in its own process, side by side.
@@ -166,15 +168,18 @@ forward = lambda module: module(latents, timestep, text).sample
 """
 
 
-def auroc(scores: torch.Tensor, passed: list[bool]) -> float:
+def auroc(scores: torch.Tensor, passed: list[bool], groups: list[int] | None = None) -> float:
     """The chance that a passing clip scores above a failing one, ties counting half (Mann–Whitney U
-    over its maximum); NaN when every clip passes or none does."""
+    over its maximum); with ``groups``, over pairs within one group only. NaN without such pairs."""
     passed = torch.tensor(passed)
+    groups = torch.tensor(groups) if groups is not None else torch.zeros(len(passed), dtype=torch.long)
     positives, negatives = scores[passed], scores[~passed]
-    if not len(positives) or not len(negatives):
-        return float("nan")
     above = (positives[:, None] > negatives[None]).float() + 0.5 * (positives[:, None] == negatives[None]).float()
-    return float(above.mean())
+    pairs = groups[passed][:, None] == groups[~passed][None]
+    return float(above[pairs].mean()) if pairs.any() else float("nan")
+
+
+AGREEMENT_PROXIES = {"": "shapes-video-reward", " (shapes-clip VQ)": "shapes-video-reward:shapes-clip"}
 
 
 def agreement(args) -> dict:
@@ -184,16 +189,26 @@ def agreement(args) -> dict:
     oracle = ShapesVideoEval()
     verdicts = [oracle.judge(video, prompt) for video, prompt in zip(videos, prompts)]
     passed = {**{head: [v.heads[head] for v in verdicts] for head in HEADS}, "overall": [v.passed for v in verdicts]}
-    with torch.no_grad():
-        scored = load_reward("shapes-video-reward")(videos, prompts)
-    scores = {**scored.heads, "proxy (sum)": scored.reward}
-    table = {name: {head: auroc(score.float(), labels) for head, labels in passed.items()}
-             for name, score in scores.items()}
+    captions = [prompts.index(prompt) for prompt in prompts]
+    scores = {}
+    for suffix, proxy in AGREEMENT_PROXIES.items():
+        with torch.no_grad():
+            scored = load_reward(proxy)(videos, prompts)
+        for name, score in {**scored.heads, "sum": scored.reward}.items():
+            if suffix and name in ("MQ", "TA"):
+                continue  # the frame reward changes VQ only
+            scores[name + suffix] = score.float()
+    pooled = {name: {head: auroc(score, labels) for head, labels in passed.items()} for name, score in scores.items()}
+    within = {name: {head: auroc(score, labels, captions) for head, labels in passed.items()}
+              for name, score in scores.items()}
     pass_rate = {head: sum(labels) / len(labels) for head, labels in passed.items()}
     print(f"\nAUROC of each proxy head for each oracle head's pass, base shapes-video, {len(prompts)} held-out clips "
-          f"(pass rates: {', '.join(f'{h} {rate:.3f}' for h, rate in pass_rate.items())})")
-    print_table(["proxy", *passed], [[name, *(f"{a:.3f}" for a in row.values())] for name, row in table.items()])
-    return {"clips": len(prompts), "pass_rate": pass_rate, "auroc": table}
+          f"(pass rates: {', '.join(f'{h} {rate:.3f}' for h, rate in pass_rate.items())}); 'within caption' pairs "
+          "only clips of one caption, as an online method's best-against-worst does")
+    print_table(["proxy", *passed, "overall, within caption"],
+                [[name, *(f"{a:.3f}" for a in row.values()), f"{within[name]['overall']:.3f}"]
+                 for name, row in pooled.items()])
+    return {"clips": len(prompts), "pass_rate": pass_rate, "auroc": pooled, "auroc_within_caption": within}
 
 
 def memory(args) -> dict:

@@ -25,6 +25,7 @@ def test_wheel_ships_cards_and_pipelines(tmp_path):
     assert not any(name.startswith(("rewards/", "pipelines/", "demos/", "tests/")) for name in names)
     # the shapes world's weights ship, its training checkpoints do not
     assert "mmalign/shapes/weights/shapes-clip/open_clip_model.safetensors" in names
+    assert "mmalign/shapes/weights/shapes-object/model.safetensors" in names
     for generator in ("shapes-sd", "shapes-turbo", "shapes-flow"):
         assert f"mmalign/shapes/weights/{generator}/model_index.json" in names
     assert not any(name.startswith("mmalign/shapes/weights/") and "checkpoint" in name for name in names)

@@ -37,6 +37,7 @@ FAMILIES = {
     "vlm-judge": "mmalign.rewards.vlm_judge:VLMJudge",
     "videoreward": "mmalign.rewards.videoreward:VideoReward",
     "shapes-video": "mmalign.rewards.shapes_video:ShapesVideoReward",
+    "shapes-object": "mmalign.rewards.shapes_object:ShapesObjectScore",
     "jpeg": "mmalign.rewards.jpeg:JPEGSize",
     "verifier": "mmalign.rewards.text:ExactAnswerVerifier",
     "sequence-classification": "mmalign.rewards.sequence_classification:SequenceClassificationReward",

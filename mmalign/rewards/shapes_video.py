@@ -1,8 +1,11 @@
 """The shapes video world's proxy reward, with VideoReward's three heads, so that per-head weights
 (Flow-NRG's) mean the same on both:
 
-- ``VQ`` (visual quality): shapes-clip's cosine between each frame and the caption's object
-  ("a red circle" of "a red circle moving left"), averaged over frames;
+- ``VQ`` (visual quality): a frame reward's score of each frame for the caption's object ("a red
+  circle" of "a red circle moving left"), averaged over frames. The frame reward is the variant:
+  ``shapes-object`` by default (the probability that the named colour draws the named shape), or
+  any image reward by name, such as ``shapes-video-reward:shapes-clip`` for shapes-clip's cosine,
+  which ranks the clips of one shapes-video caption no better than chance (README);
 - ``MQ`` (motion quality): how far the object moves, up to the world's typical travel, less how
   unevenly: ``min(‖c_T − c_1‖ / 0.40, 1) − mean_t ‖c_{t+1} − 2c_t + c_{t−1}‖ / 0.2``;
 - ``TA`` (text alignment): the object's travel along the named direction, less its travel across
@@ -60,7 +63,9 @@ class ShapesVideoReward(Reward):
     def from_card(cls, card: RewardCard, variant: str | None = None, *, device: str | None = None) -> ShapesVideoReward:
         from .registry import load_reward
 
-        return cls(load_reward(card.args.get("frame_reward", "shapes-clip"), device=device or "cpu"), card.spec(), card.name)
+        frame_reward = variant or card.default_variant
+        name = card.name if frame_reward == card.default_variant else f"{card.name}:{frame_reward}"
+        return cls(load_reward(frame_reward, device=device or "cpu"), card.spec(), name)
 
     def forward(self, videos: Tensor, prompts: list[str]) -> RewardOutput:
         from ..shapes.grammar import UnjudgeablePromptError

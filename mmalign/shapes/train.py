@@ -17,6 +17,7 @@ from pathlib import Path
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 RECIPES = {
     "shapes-clip": "mmalign.shapes.train_clip",
+    "shapes-object": "mmalign.shapes.train_object",
     "shapes-sd": "mmalign.shapes.train_sd",
     "shapes-turbo": "mmalign.shapes.train_turbo",
     "shapes-flow": "mmalign.shapes.train_flow",

@@ -1,4 +1,5 @@
-"""The shapes video world's proxy reward: VideoReward's head names, VQ as shapes-clip on each frame,
+"""The shapes video world's proxy reward: VideoReward's head names, VQ as its frame reward on each
+frame (shapes-object, or the variant's),
 TA that tells the captioned direction from its reverse, MQ that tells a smooth clip from a shuffled
 one, gradients to the pixels, and NaN with a mask for captions outside the grammar."""
 
@@ -26,15 +27,19 @@ def clips():
     return videos, [caption for _, caption in pairs]
 
 
-def test_heads_are_videorewards_and_vq_is_shapes_clip_per_frame(reward, clips):
+@pytest.mark.parametrize("variant, frame_reward", [("", "shapes-object"), (":shapes-clip", "shapes-clip")])
+def test_heads_are_videorewards_and_vq_is_the_frame_reward_per_frame(reward, clips, variant, frame_reward):
     videos, captions = clips
-    output = reward(videos, captions)
+    proxy = load_reward(f"shapes-video-reward{variant}")
+    assert proxy.name == f"shapes-video-reward{variant}"
+    output = proxy(videos, captions)
     assert tuple(output.heads) == HEADS
     torch.testing.assert_close(output.reward, output.heads["VQ"] + output.heads["MQ"] + output.heads["TA"])
-    frame_reward = load_reward("shapes-clip")
+    frame_reward = load_reward(frame_reward)
     objects = [caption.split(" moving ")[0] for caption in captions]
     expected = torch.stack([frame_reward(video, obj).reward.mean() for video, obj in zip(videos, objects)])
     torch.testing.assert_close(output.heads["VQ"], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(output.heads["MQ"], reward(videos, captions).heads["MQ"])
 
 
 def test_ta_tells_the_direction_and_mq_the_smoothness(reward, clips):

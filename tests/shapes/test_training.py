@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmalign.shapes import train_clip, train_flow, train_sd, train_turbo, train_video
+from mmalign.shapes import train_clip, train_flow, train_object, train_sd, train_turbo, train_video
 
 
 def falls(losses, window=5):
@@ -23,6 +23,23 @@ def test_shapes_clip_recipe_learns_and_saves_an_open_clip_folder(tmp_path):
     assert config["model_cfg"]["vision_cfg"]["image_size"] == 32
     model = open_clip.create_model(f"local-dir:{tmp_path}")  # the stock loader, strict
     assert model.encode_image(torch.rand(1, 3, 32, 32)).shape == (1, 64)
+
+
+def test_shapes_object_recipe_learns_and_saves_a_folder_its_reward_loads(tmp_path):
+    from mmalign.rewards import load_reward
+
+    summary = train_object.train(tmp_path, steps=30, seed=0, resume=False, batch_size=32, train_frames=256, width=8)
+    assert falls(summary["losses"]), summary["losses"]
+    reward = load_reward("shapes-object", weights=str(tmp_path))
+    assert reward.net.config == {"width": 8}
+    assert reward(torch.rand(2, 3, 32, 32), ["a red circle", "a square"]).mask.all()
+
+
+def test_shapes_object_examples_ask_about_the_mover_its_morphs_and_absent_colours():
+    frames, _, labels = train_object.make_examples(300, seed=0)
+    assert frames.shape == (300, 3, 32, 32) and 0 <= frames.min() and frames.max() <= 1
+    counts = torch.bincount(labels, minlength=4) / len(labels)
+    assert (counts[:3] > 0.1).all() and 0.25 < counts[3] < 0.6, counts  # "none": morphs, gone and absent colours
 
 
 class Killed(Exception):
