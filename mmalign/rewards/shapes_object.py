@@ -29,7 +29,7 @@ from .base import Reward, RewardOutput, RewardSpec
 from .card import RewardCard
 from .checkpoints import load_exact, read_state_dict
 from .preprocess import resize_and_crop
-from .shapes_video import TAU
+from .shapes_video import colour_membership
 
 CLASSES = ("circle", "square", "triangle", "none")
 INPUT_SIZE = 32
@@ -37,10 +37,12 @@ CONFIG_FILENAME = "config.json"
 WEIGHTS_FILENAME = "model.safetensors"
 
 
-def colour_membership(images: Tensor, colours: Tensor, tau: float) -> Tensor:
-    """``[B,1,H,W]``: how near each pixel of ``images [B,3,H,W]`` is to its row's colour ``[B,3]``."""
-    distance = ((images - colours.view(-1, 3, 1, 1)) ** 2).sum(1, keepdim=True)
-    return torch.exp(-distance / (2 * tau**2))
+def palette() -> Tensor:
+    """``[4,3]``: the shapes world's colours (``grammar.COLOURS`` order) in [0,1]."""
+    from ..shapes.grammar import COLOURS
+    from ..shapes.scenes import RGB
+
+    return torch.tensor([RGB[c] for c in COLOURS], dtype=torch.float32) / 255
 
 
 class ShapeOfColourNet(nn.Module):
@@ -82,10 +84,9 @@ class ShapesObjectScore(Reward):
     def __init__(self, net: ShapeOfColourNet, spec: RewardSpec, name: str = "shapes-object"):
         super().__init__(spec, name)
         from ..shapes.grammar import COLOURS, SHAPES
-        from ..shapes.scenes import RGB
 
         self.net, self.colours = net, COLOURS
-        self.register_buffer("palette", torch.tensor([RGB[c] for c in COLOURS], dtype=torch.float32) / 255)
+        self.register_buffer("palette", palette())
         self.pattern = re.compile(rf"^a (?:(?P<colour>{'|'.join(COLOURS)}) )?(?P<shape>{'|'.join(SHAPES)})(?: moving \w+)?$")
         self.freeze()
 
@@ -105,10 +106,10 @@ class ShapesObjectScore(Reward):
 
     def forward(self, images: Tensor, prompts: list[str]) -> RewardOutput:
         images = resize_and_crop(images, INPUT_SIZE, interpolation="bilinear")  # the renders' box filter, near enough
-        batch, palette = images.shape[0], self.palette.to(images.dtype)
-        every_colour = images.repeat(len(palette), 1, 1, 1)  # [C·B,3,H,W], colour-major
-        membership = colour_membership(every_colour, palette.repeat_interleave(batch, 0), TAU)  # as trained
-        probabilities = self.net(membership.float()).softmax(-1).view(len(palette), batch, len(CLASSES))
+        batch, colours = images.shape[0], self.palette.to(images.dtype)
+        every_colour = images.repeat(len(colours), 1, 1, 1)  # [C·B,3,H,W], colour-major
+        membership = colour_membership(every_colour, colours.repeat_interleave(batch, 0))
+        probabilities = self.net(membership.float()).softmax(-1).view(len(colours), batch, len(CLASSES))
         parsed = [self.parse(p) for p in prompts]
         scores = torch.stack([probabilities[item[1], index, item[0]].amax() if item else probabilities.new_zeros(())
                               for index, item in enumerate(parsed)])

@@ -35,13 +35,19 @@ TAU = 0.15  # colour distance (RGB in [0,1]) at which membership falls to e^-1/2
 SHAPES_VIDEO_SPEC = RewardSpec(modality="video", differentiable=True, needs_prompt=True, output_kind="score")
 
 
+def colour_membership(images: Tensor, colours: Tensor, tau: float = TAU) -> Tensor:
+    """``[...,1,H,W]``: how near each pixel of ``images [...,3,H,W]`` is to its colour ``[...,3]``,
+    ``exp(−‖pixel − colour‖² / 2τ²)``."""
+    distance = ((images - colours[..., None, None]) ** 2).sum(-3, keepdim=True)
+    return torch.exp(-distance / (2 * tau**2))
+
+
 def soft_centroids(videos: Tensor, colour: Tensor | None) -> Tensor:
     """``[B,T,2]`` (x, y) in [0,1], x right and y down, of each frame's colour mass."""
     if colour is None:  # any colour: saturation, the max minus the min channel
         weight = (videos.amax(2) - videos.amin(2)).clamp(min=0) ** 2
     else:
-        distance = ((videos - colour.view(-1, 1, 3, 1, 1)) ** 2).sum(2)
-        weight = torch.exp(-distance / (2 * TAU**2))
+        weight = colour_membership(videos, colour.reshape(-1, 1, 3)).squeeze(2)
     height, width = videos.shape[-2:]
     ys = (torch.arange(height, device=videos.device, dtype=videos.dtype) + 0.5) / height
     xs = (torch.arange(width, device=videos.device, dtype=videos.dtype) + 0.5) / width

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from ..rewards.shapes_object import CLASSES, CONFIG_FILENAME, WEIGHTS_FILENAME, ShapeOfColourNet, colour_membership
-from ..rewards.shapes_video import TAU
+from ..rewards.shapes_object import CLASSES, CONFIG_FILENAME, WEIGHTS_FILENAME, ShapeOfColourNet, palette
+from ..rewards.shapes_video import colour_membership
 from ..storage import atomic_write
 from .grammar import COLOURS, SHAPES
 from .scenes import RGB, SUPERSAMPLE, _background
@@ -120,12 +120,12 @@ def train(output_dir: Path, steps: int, seed: int, resume: bool, batch_size: int
     watch = Stopwatch()
     frames, colours, labels = make_examples(train_frames, seed)
     log(f"rendered {len(frames)} training frames in {watch}")
-    palette = torch.tensor([RGB[c] for c in COLOURS], dtype=torch.float32) / 255
+    colours_rgb = palette()
 
     def compute_loss(step: int) -> torch.Tensor:
         index = torch.from_numpy(rng.choice(len(frames), batch_size, replace=False))
         batch = degrade(frames[index], generator, max_noise=0.08, max_blur=1.0)
-        return F.cross_entropy(net(colour_membership(batch, palette[colours[index]], TAU)), labels[index])
+        return F.cross_entropy(net(colour_membership(batch, colours_rgb[colours[index]])), labels[index])
 
     net.train()
     losses = run_steps(compute_loss, optimizer, start=start, steps=steps, lr=lr, warmup=min(100, steps // 10 + 1),
