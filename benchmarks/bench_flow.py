@@ -8,13 +8,16 @@
   derived β(1 − σ)². Does the time-dependent β raise the proxy while text alignment (the oracle's
   object and direction heads) falls?
 - ``nrg``: Flow-NRG on held-out prompts under several VQ:MQ:TA weightings (VideoAlign's Table 5),
-  guided by shapes-video-reward through the decoded one-step estimate: the oracle's heads and the
-  proxy's heads for each.
+  guided by shapes-video-reward (or ``--nrg-reward``) through the decoded one-step estimate: the
+  oracle's heads and the proxy's heads for each.
 - ``agreement``: how well each proxy head ranks the base's held-out clips as the oracle does: the
   AUROC of the head's score for each oracle head's pass (0.5 is chance), the chance that a passing
   clip outscores a failing one, over all pairs and over pairs of one caption (the pairs an online
   method's best-against-worst sees). With VQ from shapes-object (the default) and from shapes-clip.
   A method can only climb towards the oracle along a head above 0.5.
+- ``paired``: a saved fine-tune (``--lora``, a run's ``output_dir``) against the base on the same
+  held-out clips from each of ``--seeds``: the oracle per head and overall, clips gained and lost,
+  and the exact McNemar test on the clips that changed, over all seeds together.
 - ``memory``: peak resident memory of one Flow-DPO step on a Wan-2.1-1.3B-sized transformer (random
   weights) whose reference is the same model with its LoRA disabled, divided by the same step with
   a full frozen copy as the reference; each in its own process, side by side.
@@ -23,11 +26,13 @@
     python benchmarks/bench_flow.py --only quality beta [--set num_iterations=15]
     python benchmarks/bench_flow.py --only quality --method flow-dpo sft-winners
     python benchmarks/bench_flow.py --only agreement --repeats 8
+    python benchmarks/bench_flow.py --only paired --lora RUN_DIR --seeds 0 1 2 --repeats 8
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +46,7 @@ from mmalign.algorithms.flow_dpo import FlowDPO, FlowDPOConfig
 from mmalign.algorithms.flow_nrg import nrg_sample
 from mmalign.algorithms.flow_rwr import FlowRWR, FlowRWRConfig
 from mmalign.config import load_config
-from mmalign.models import load_pipeline, sampling_defaults
+from mmalign.models import load_lora, load_pipeline, sampling_defaults
 from mmalign.rewards import load_reward
 from mmalign.shapes.evaluation import generate_videos
 from mmalign.shapes.video import motion_prompts_for
@@ -136,7 +141,7 @@ def beta(args) -> dict:
 
 def nrg(args) -> dict:
     pipeline = load_pipeline("shapes-video")
-    proxy = load_reward("shapes-video-reward")
+    proxy = load_reward(args.nrg_reward)
     prompts = heldout_prompts(args.repeats)
     sampling = sampling_defaults("shapes-video")
     steps, scale = sampling.pop("num_inference_steps"), sampling.pop("guidance_scale")
@@ -149,10 +154,10 @@ def nrg(args) -> dict:
             batch = prompts[start : start + 17]
             videos.append(nrg_sample(pipeline, batch, proxy, weights, steps, scale,
                                      torch.Generator().manual_seed(args.seed + start), **sampling).samples)
-        results[name] = {**judge(torch.cat(videos), prompts, proxy), "weights": weights,
+        results[name] = {**judge(torch.cat(videos), prompts, proxy), "guide": proxy.name, "weights": weights,
                          "seconds": time.perf_counter() - started}
     comparison_table(results, f"Flow-NRG on shapes-video, VQ:MQ:TA weightings × {args.nrg_scale:g}, guided by "
-                              f"shapes-video-reward ({len(prompts)} held-out clips)")
+                              f"{proxy.name} ({len(prompts)} held-out clips)")
     return results
 
 
@@ -211,6 +216,47 @@ def agreement(args) -> dict:
     return {"clips": len(prompts), "pass_rate": pass_rate, "auroc": pooled, "auroc_within_caption": within}
 
 
+def mcnemar_p(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value: under no effect each changed clip is a gain or a loss with
+    chance 1/2, so the smaller count is Binomial(gained + lost, 1/2); twice its lower tail, at most 1."""
+    changed = gained + lost
+    tail = sum(math.comb(changed, k) for k in range(min(gained, lost) + 1)) / 2 ** changed
+    return min(1.0, 2 * tail)
+
+
+def paired(args) -> dict:
+    proxy = load_reward("shapes-video-reward")
+    prompts = heldout_prompts(args.repeats)
+    pipelines = {"base": load_pipeline("shapes-video")}
+    for directory in args.lora:
+        pipelines[directory] = load_pipeline("shapes-video")
+        load_lora(pipelines[directory], directory, "shapes-video")
+    oracle = ShapesVideoEval()
+    by_seed = {name: {} for name in pipelines}
+    for seed in args.seeds:
+        for name, pipeline in pipelines.items():
+            videos = generate_videos(pipeline, prompts, seed=seed, **sampling_defaults("shapes-video"))
+            by_seed[name][str(seed)] = {**judge(videos, prompts, proxy), "passed": [
+                bool(oracle.judge(video, prompt).passed) for video, prompt in zip(videos, prompts)]}
+            print(f"seed {seed}, {name}: overall {by_seed[name][str(seed)]['oracle']['overall']:.3f}", flush=True)
+    base = [passed for seed in by_seed["base"].values() for passed in seed["passed"]]
+    results = {"clips_per_seed": len(prompts), "seeds": args.seeds, "base": by_seed.pop("base"), "runs": {}}
+    rows = [["base", *(f"{s['oracle']['overall']:.3f}" for s in results["base"].values()),
+             f"{sum(base) / len(base):.3f}", "", "", ""]]
+    for name, seeds in by_seed.items():
+        tuned = [passed for seed in seeds.values() for passed in seed["passed"]]
+        gained = sum(after and not before for before, after in zip(base, tuned))
+        lost = sum(before and not after for before, after in zip(base, tuned))
+        pooled = {"base_overall": sum(base) / len(base), "overall": sum(tuned) / len(tuned),
+                  "gained": gained, "lost": lost, "mcnemar_p": mcnemar_p(gained, lost)}
+        results["runs"][name] = {"seeds": seeds, "pooled": pooled}
+        rows.append([name, *(f"{s['oracle']['overall']:.3f}" for s in seeds.values()), f"{pooled['overall']:.3f}",
+                     str(gained), str(lost), f"{pooled['mcnemar_p']:.3g}"])
+    print(f"\nHeld-out oracle overall of shapes-video, {len(prompts)} clips a seed, the same clips for every model")
+    print_table(["model", *(f"seed {s}" for s in args.seeds), "pooled", "gained", "lost", "McNemar p"], rows)
+    return results
+
+
 def memory(args) -> dict:
     return reference_memory(MEMORY_SETUP, "Peak resident memory of one Flow-DPO step, Wan-2.1-1.3B-sized transformer "
                                          "(random weights, fp32), LoRA r64")
@@ -218,7 +264,7 @@ def memory(args) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", choices=["quality", "beta", "nrg", "agreement", "memory"],
+    parser.add_argument("--only", nargs="+", choices=["quality", "beta", "nrg", "agreement", "paired", "memory"],
                         help="run these sections only (one process: beta reuses quality's runs)")
     parser.add_argument("--method", nargs="+", choices=QUALITY_RUNS,
                         help="quality: these runs only (the others keep their earlier results in --output)")
@@ -226,12 +272,21 @@ def main():
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="quality, beta: config overrides for every training run, e.g. num_iterations=15")
     parser.add_argument("--nrg-scale", type=float, default=20.0, help="multiplies every NRG weighting")
+    parser.add_argument("--nrg-reward", default="shapes-video-reward",
+                        help="nrg: the reward that guides and is reported, e.g. shapes-video-reward:shapes-clip")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lora", nargs="+", metavar="RUN_DIR", help="paired: the fine-tunes to compare with the base")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="paired: one set of clips per seed")
     parser.add_argument("--output-dir", default=str(Path(tempfile.gettempdir()) / "mmalign-bench-flow"))
     parser.add_argument("--output", default="benchmarks/results/flow.json")
     args = parser.parse_args()
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    sections = {"quality": quality, "beta": beta, "nrg": nrg, "agreement": agreement, "memory": memory}
+    sections = {"quality": quality, "beta": beta, "nrg": nrg, "agreement": agreement, "paired": paired,
+                "memory": memory}
+    if not args.lora:
+        if args.only and "paired" in args.only:
+            parser.error("--only paired needs --lora RUN_DIR: the output_dir of a shapes-video fine-tune")
+        del sections["paired"]
     run_sections(sections, args, args.only, merged=("quality",))
 
 
